@@ -1,0 +1,19 @@
+//! The rxcube import utility: lands CSV and Parquet files in the warehouse as the original
+//! system's users expect (domain.md, "The import utility").
+//!
+//! In the flow **land → store → cube → rollups → serve**, this crate is *land*: [`import()`]
+//! reads files ([`source`]), checks every record against the contract ([`rules`]), and only if
+//! every record is right posts them all in one commit through the warehouse.
+
+// Errors wrap deltalake's and DataFusion's whole, on cold paths.
+#![allow(clippy::result_large_err)]
+
+mod columns;
+mod error;
+mod import;
+pub mod rules;
+mod source;
+pub mod text;
+
+pub use error::{IngestError, RecordError, Result};
+pub use import::{ImportOptions, ImportReport, NoProgress, Progress, Status, import};

@@ -1,0 +1,148 @@
+//! Where a warehouse lives: a root URL and the tables under it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use deltalake::DeltaTable;
+use rxcube_model::TableDef;
+use url::Url;
+
+use crate::{Result, WarehouseError};
+
+/// A warehouse: a root location holding one Delta table per contract table.
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    root: Url,
+    storage_options: HashMap<String, String>,
+}
+
+impl Warehouse {
+    /// Opens the warehouse at `location`: a local path (created if missing) or an object_store
+    /// URL such as `s3://bucket/prefix` or `memory:///`.
+    pub fn open(location: &str) -> Result<Self> {
+        let bad = |reason: String| WarehouseError::Location {
+            location: location.to_string(),
+            reason,
+        };
+        let mut root = if location.contains("://") {
+            Url::parse(location).map_err(|e| bad(e.to_string()))?
+        } else {
+            let path = Path::new(location);
+            std::fs::create_dir_all(path)
+                .map_err(|e| bad(format!("cannot create the directory: {e}")))?;
+            let abs = std::fs::canonicalize(path).map_err(|e| bad(e.to_string()))?;
+            Url::from_directory_path(&abs)
+                .map_err(|()| bad("not an absolute directory path".into()))?
+        };
+        if root.scheme() == "file" {
+            let path = root
+                .to_file_path()
+                .map_err(|()| bad("not a local path".into()))?;
+            std::fs::create_dir_all(&path)
+                .map_err(|e| bad(format!("cannot create the directory: {e}")))?;
+        }
+        if !root.path().ends_with('/') {
+            root.set_path(&format!("{}/", root.path()));
+        }
+        Ok(Self {
+            root,
+            storage_options: HashMap::new(),
+        })
+    }
+
+    /// Options passed to the object store (credentials, endpoints), e.g. `aws_endpoint`.
+    pub fn with_storage_options(mut self, options: HashMap<String, String>) -> Self {
+        self.storage_options = options;
+        self
+    }
+
+    /// The root URL, ending in `/`.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// The URL of the table directory `name` (relative to the root, may contain `/`).
+    pub fn table_url(&self, name: &str) -> Url {
+        // The root ends in '/', and names are our own identifiers: join cannot fail.
+        self.root
+            .join(&format!("{name}/"))
+            .unwrap_or_else(|_| self.root.clone())
+    }
+
+    /// Loads the Delta table stored at `name`; `None` when it has never been committed.
+    pub async fn load_named(&self, name: &str) -> Result<Option<DeltaTable>> {
+        let url = self.table_url(name);
+        if let Ok(path) = url.to_file_path()
+            && !path.join("_delta_log").is_dir()
+        {
+            return Ok(None);
+        }
+        let err = |source| WarehouseError::Delta {
+            table: name.to_string(),
+            url: url.to_string(),
+            source,
+        };
+        let table = DeltaTable::try_from_url_with_storage_options(
+            url.clone(),
+            self.storage_options.clone(),
+        )
+        .await
+        .map_err(err)?;
+        Ok(table.version().is_some().then_some(table))
+    }
+
+    /// Loads a contract table; `None` when nothing has been imported into it yet.
+    pub async fn load(&self, def: &TableDef) -> Result<Option<DeltaTable>> {
+        self.load_named(def.name).await
+    }
+
+    /// An unloaded handle on the table location `name`, for a first write that creates it.
+    pub(crate) async fn handle(&self, name: &str) -> Result<DeltaTable> {
+        let url = self.table_url(name);
+        if let Ok(path) = url.to_file_path() {
+            std::fs::create_dir_all(&path).map_err(|e| WarehouseError::Location {
+                location: url.to_string(),
+                reason: format!("cannot create the table directory: {e}"),
+            })?;
+        }
+        DeltaTable::try_from_url_with_storage_options(url.clone(), self.storage_options.clone())
+            .await
+            .map_err(|source| WarehouseError::Delta {
+                table: name.to_string(),
+                url: url.to_string(),
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_path_becomes_a_directory_url_and_is_created() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("w");
+        let w = Warehouse::open(path.to_str().expect("utf8")).expect("open");
+        assert!(path.is_dir());
+        assert_eq!(w.root().scheme(), "file");
+        assert!(w.root().as_str().ends_with("/w/"));
+        assert!(w.table_url("rx_fills").as_str().ends_with("/w/rx_fills/"));
+        assert!(
+            w.table_url("_rxcube/import_log")
+                .as_str()
+                .ends_with("/w/_rxcube/import_log/")
+        );
+    }
+
+    #[test]
+    fn object_store_urls_are_kept_and_garbage_is_named() {
+        let w = Warehouse::open("s3://bucket/chain").expect("s3 url");
+        assert_eq!(w.table_url("pos").as_str(), "s3://bucket/chain/pos/");
+        let err = Warehouse::open("s3://[bad").unwrap_err().to_string();
+        assert!(
+            err.contains("invalid warehouse location 's3://[bad'"),
+            "{err}"
+        );
+    }
+}
