@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs rxcube's benchmarks against DuckDB on the same data, in one run, and prints ratios.
+#
+#   benches/bench.sh import [--fills 10000000]    # import of generated fills vs DuckDB CSV->Parquet
+#
+# Builds rxcube in release mode and creates a Python venv with DuckDB (benches/requirements.txt).
+# Data and outputs go to benches/out/ (ignored by git). Record figures in benches/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rxcube/target}"
+venv="${RXCUBE_BENCH_VENV:-$HOME/.cache/rxcube/bench-venv}"
+cargo build --release -p rxcube
+if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r benches/requirements.txt
+what="${1:-import}"; shift || true
+exec "$venv/bin/python" "benches/$what.py" --rxcube "$CARGO_TARGET_DIR/release/rxcube" "$@"

@@ -1,0 +1,133 @@
+//! The embedded demo chain and `rxcube demo`, the quick start's main job.
+//!
+//! The demo chain's files (`data/demo/`, made by `rxcube generate` with the options in
+//! `data/demo/README.md`) are compiled into the binary, so the demo works from anywhere.
+//! Landing it is an ordinary import of each file, in load order; landing it again changes
+//! nothing, which the summary lines show.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use rxcube_ingest::{ImportOptions, NoProgress, Status, import};
+use rxcube_model::TableName;
+use rxcube_warehouse::Warehouse;
+use rxcube_warehouse::catalog::{new_session, register_tables};
+
+use crate::output::{Format, print_batches};
+
+/// Where commands put the demo warehouse when no `--warehouse` is given.
+pub const DEFAULT_DEMO_WAREHOUSE: &str = ".rxcube/demo";
+
+macro_rules! demo_file {
+    ($table:ident, $path:literal) => {
+        (
+            TableName::$table,
+            $path,
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../data/demo/",
+                $path
+            ))
+            .as_slice(),
+        )
+    };
+}
+
+/// The demo files in load order: (table, file name, contents).
+pub const DEMO_FILES: &[(TableName, &str, &[u8])] = &[
+    demo_file!(Pharmacies, "pharmacies.parquet"),
+    demo_file!(PeerGroups, "peer_groups.parquet"),
+    demo_file!(Targets, "targets.parquet"),
+    demo_file!(Employees, "employees.parquet"),
+    demo_file!(Payroll, "payroll.parquet"),
+    demo_file!(Pos, "pos.parquet"),
+    demo_file!(RxFills, "rx_fills.parquet"),
+    demo_file!(Surveys, "surveys.parquet"),
+    demo_file!(Payroll, "corrections/payroll.parquet"),
+    demo_file!(Pos, "corrections/pos.parquet"),
+    demo_file!(RxFills, "corrections/rx_fills.parquet"),
+];
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Warehouse to land the demo chain in.
+    #[arg(long, short = 'w', env = "RXCUBE_WAREHOUSE", default_value = DEFAULT_DEMO_WAREHOUSE)]
+    warehouse: String,
+}
+
+/// Imports every demo file into `warehouse`, printing one summary line per file.
+pub async fn land(warehouse: &Warehouse, quiet: bool) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new().prefix("rxcube-demo-").tempdir()?;
+    for (table, name, bytes) in DEMO_FILES {
+        let path: PathBuf = dir.path().join(name.replace('/', "_"));
+        std::fs::write(&path, bytes)?;
+        let report = import(
+            warehouse,
+            *table,
+            &[path],
+            &ImportOptions::default(),
+            &NoProgress,
+        )
+        .await?;
+        let line =
+            crate::import_cmd::summary(&report).replace(&dir.path().display().to_string(), "");
+        if !quiet {
+            println!("{:<40} {line}", format!("data/demo/{name}"));
+        }
+        if report.status == Status::Rejected {
+            for e in report.errors.iter().take(20) {
+                eprintln!("error: {e}");
+            }
+            anyhow::bail!("the embedded demo file {name} was rejected");
+        }
+    }
+    Ok(())
+}
+
+/// The default warehouse of every command: the demo warehouse, landed on first use.
+pub async fn open_demo_warehouse() -> anyhow::Result<Warehouse> {
+    let warehouse = Warehouse::open(DEFAULT_DEMO_WAREHOUSE)?;
+    if warehouse.load(TableName::RxFills.def()).await?.is_none() {
+        eprintln!("landing the embedded demo chain in {DEFAULT_DEMO_WAREHOUSE} (first use) ...");
+        land(&warehouse, true).await?;
+    }
+    Ok(warehouse)
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let warehouse = Warehouse::open(&args.warehouse)?;
+    println!(
+        "Landing the embedded demo chain in {}",
+        Path::new(&args.warehouse).display()
+    );
+    land(&warehouse, false).await?;
+    let ctx = new_session();
+    register_tables(&ctx, &warehouse).await?;
+    let overview = "\
+        SELECT table_name, records FROM ( \
+        SELECT 1 AS o, 'pharmacies' AS table_name, count(*) AS records FROM pharmacies UNION ALL \
+        SELECT 2, 'peer_groups', count(*) FROM peer_groups UNION ALL \
+        SELECT 3, 'targets', count(*) FROM targets UNION ALL \
+        SELECT 4, 'employees', count(*) FROM employees UNION ALL \
+        SELECT 5, 'payroll', count(*) FROM payroll UNION ALL \
+        SELECT 6, 'pos', count(*) FROM pos UNION ALL \
+        SELECT 7, 'rx_fills', count(*) FROM rx_fills UNION ALL \
+        SELECT 8, 'surveys', count(*) FROM surveys) ORDER BY o";
+    println!("\nLanded tables:");
+    let batches = ctx.sql(overview).await?.collect().await?;
+    print_batches(&mut std::io::stdout().lock(), &batches, Format::Table)?;
+    let by_region = "\
+        SELECT p.region, count(*) AS fills, \
+               round(100.0 * avg(CASE WHEN f.channel = 'crp' AND f.fill_no > 0 THEN 1.0 \
+                                      WHEN f.fill_no > 0 THEN 0.0 END), 1) AS crp_share_of_refills \
+        FROM rx_fills f JOIN pharmacies p ON p.pharmacy_id = f.pharmacy_id AND p.valid_to IS NULL \
+        GROUP BY p.region ORDER BY p.region";
+    println!("Fills by region (current org):");
+    let batches = ctx.sql(by_region).await?.collect().await?;
+    print_batches(&mut std::io::stdout().lock(), &batches, Format::Table)?;
+    println!(
+        "Query it: rxcube sql --warehouse {} \"SELECT * FROM system.import_log\"",
+        args.warehouse
+    );
+    Ok(ExitCode::SUCCESS)
+}

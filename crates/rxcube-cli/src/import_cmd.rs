@@ -1,0 +1,160 @@
+//! `rxcube import`: the import utility on the command line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rxcube_ingest::{ImportOptions, ImportReport, Progress, Status, import};
+use rxcube_model::TableName;
+
+use crate::WarehouseArg;
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "\
+Every record is checked before anything is posted: types, domains, ranges, references to the \
+reference tables, time order and duplicate keys within a file. If any record is wrong, nothing \
+is posted and each error names the file, record number (1-based data record; the CSV header is \
+not a record), column, value and reason. Otherwise every record is inserted, or replaces the \
+record with the same natural key, in one atomic commit; re-importing a file changes nothing.
+
+Every run is logged: SELECT * FROM system.import_log; SELECT * FROM system.import_errors;
+
+Load reference tables first: pharmacies, peer_groups, targets, employees; then payroll, pos, \
+rx_fills, surveys.
+
+Exit status: 0 accepted, 1 rejected, 2 usage or operational error.")]
+pub struct ImportArgs {
+    #[command(flatten)]
+    warehouse: WarehouseArg,
+    /// Contract table to import into: pharmacies, peer_groups, targets, employees, payroll, pos,
+    /// rx_fills or surveys.
+    table: TableName,
+    /// Input files, .csv (with a header row) or .parquet; a later file's record replaces an
+    /// earlier file's record with the same key.
+    #[arg(required = true, value_parser = crate::existing_file)]
+    files: Vec<PathBuf>,
+    /// Start at this 1-based data record (after fixing a file); earlier records are skipped.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    start_at: u64,
+    /// Print only the summary and the error counts by column and reason. (`--verbose` prints
+    /// every error kept, up to 10,000, instead of the first 20, and the phases of the run.)
+    #[arg(long)]
+    brief: bool,
+}
+
+/// A progress bar on a terminal (hidden otherwise).
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new() -> Self {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix:>10} [{bar:30}] {bytes}/{total_bytes} {msg} ({eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Self(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn phase(&self, name: &str) {
+        self.0.set_prefix(name.to_string());
+    }
+    fn file_started(&self, file: &str, bytes: u64) {
+        self.0.set_length(bytes);
+        self.0.set_position(0);
+        self.0.set_message(file.to_string());
+    }
+    fn advanced(&self, bytes: u64, records: u64) {
+        self.0.set_position(bytes);
+        self.0.set_message(format!("{records} records"));
+    }
+}
+
+pub async fn run(args: ImportArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
+    let warehouse = args.warehouse.open().await?;
+    let options = ImportOptions {
+        start_at: args.start_at,
+        ..ImportOptions::default()
+    };
+    let bar = Bar::new();
+    let report = import(&warehouse, args.table, &args.files, &options, &bar).await;
+    bar.0.finish_and_clear();
+    let report = report?;
+    let shown = if args.brief {
+        0
+    } else if verbosity > 0 {
+        usize::MAX
+    } else {
+        20
+    };
+    print_errors(&report, shown, args.brief);
+    println!("{}", summary(&report));
+    Ok(match report.status {
+        Status::Accepted => ExitCode::SUCCESS,
+        Status::Rejected => ExitCode::from(1),
+    })
+}
+
+fn print_errors(report: &ImportReport, shown: usize, brief: bool) {
+    for e in report.errors.iter().take(shown) {
+        eprintln!("error: {e}");
+    }
+    let kept = report.errors.len();
+    if brief && report.total_errors > 0 {
+        let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for e in &report.errors {
+            let reason = e.reason.split(';').next().unwrap_or(&e.reason).to_string();
+            *counts
+                .entry((e.column.clone().unwrap_or_else(|| "-".into()), reason))
+                .or_default() += 1;
+        }
+        for ((column, reason), n) in counts {
+            eprintln!("{n:>8}  {column}: {reason}");
+        }
+    } else if report.total_errors > shown.min(kept) as u64 {
+        eprintln!(
+            "... {} more errors (--verbose shows up to {kept}; all are in system.import_errors, run {})",
+            report.total_errors - shown.min(kept) as u64,
+            report.run_id
+        );
+    }
+}
+
+/// The one summary line of a run.
+pub fn summary(r: &ImportReport) -> String {
+    let version = r
+        .version
+        .map(|v| format!(", table version {v}"))
+        .unwrap_or_else(|| ", nothing committed".into());
+    let outcome = match r.status {
+        Status::Accepted => format!(
+            "accepted: read {}, inserted {}, replaced {}, unchanged {}, rejected 0{}",
+            r.records_read,
+            r.inserted,
+            r.replaced,
+            r.unchanged,
+            if r.superseded > 0 {
+                format!(", superseded within the run {}", r.superseded)
+            } else {
+                String::new()
+            }
+        ),
+        Status::Rejected => format!(
+            "rejected, nothing posted: read {}, rejected {} records ({} errors)",
+            r.records_read, r.rejected, r.total_errors
+        ),
+    };
+    format!(
+        "{}: {outcome}{version}; {:.2} s, {:.0} rows/s",
+        r.table,
+        r.elapsed.as_secs_f64(),
+        r.rows_per_second()
+    )
+}

@@ -1,0 +1,117 @@
+//! `rxcube`: the command line of the rxcube OLAP engine. Thin by design: it parses arguments,
+//! calls the libraries (`rxcube-gen`, `rxcube-ingest`, `rxcube-warehouse`) and prints.
+
+mod demo;
+mod generate_cmd;
+mod import_cmd;
+mod output;
+mod sql_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rxcube_warehouse::Warehouse;
+
+/// rxcube: pharmacy performance analytics on Apache DataFusion.
+///
+/// Land payroll, point-of-sale, Rx-fill and survey events as Delta tables, then query them with
+/// SQL. Commands that need data default to the embedded demo chain, landed on first use in
+/// `.rxcube/demo` (or $RXCUBE_WAREHOUSE).
+#[derive(Debug, Parser)]
+#[command(name = "rxcube", version, about, long_about, propagate_version = true)]
+struct Cli {
+    /// Show what happens inside (import, commit and query phases); repeat for more.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    verbosity: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct WarehouseArg {
+    /// Warehouse root: a directory or an object-store URL (s3://bucket/prefix, memory:///).
+    /// Default: the demo warehouse `.rxcube/demo`, landed from the embedded demo chain if empty.
+    #[arg(long, short = 'w', env = "RXCUBE_WAREHOUSE")]
+    warehouse: Option<String>,
+}
+
+impl WarehouseArg {
+    /// Opens the named warehouse, or the demo warehouse (landing the demo chain if needed).
+    async fn open(&self) -> anyhow::Result<Warehouse> {
+        match &self.warehouse {
+            Some(w) => Ok(Warehouse::open(w)?),
+            None => demo::open_demo_warehouse().await,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Land the embedded demo chain in a fresh warehouse and show what landed.
+    Demo(demo::DemoArgs),
+    /// Generate a deterministic synthetic pharmacy chain as CSV or Parquet files.
+    Generate(generate_cmd::GenerateArgs),
+    /// Import CSV or Parquet files into a table: validate every record, then post all or nothing.
+    Import(import_cmd::ImportArgs),
+    /// Run SQL over the warehouse; with no query, an interactive prompt.
+    Sql(sql_cmd::SqlArgs),
+}
+
+fn init_tracing(verbosity: u8) {
+    // deltalake logs expected conditions (probing a table that does not exist yet) as errors
+    // and warnings; its real failures reach the user as results, so it stays quiet unless asked.
+    let default = match verbosity {
+        0 => "warn,deltalake_core=off,buoyant_kernel=off,buoyant_kernel_engine=off",
+        1 => "info,deltalake_core=warn,buoyant_kernel=warn",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RXCUBE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Exit status: 0 done, 1 records rejected or query failed, 2 bad usage or an operational error.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbosity);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Demo(a) => demo::run(a).await,
+            Command::Generate(a) => generate_cmd::run(a),
+            Command::Import(a) => import_cmd::run(a, cli.verbosity).await,
+            Command::Sql(a) => sql_cmd::run(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A path argument that must name an existing file.
+fn existing_file(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!("no such file: {s}"))
+    }
+}

@@ -1,0 +1,152 @@
+//! The `rxcube` binary end to end, as a user runs it.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn rxcube(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rxcube"))
+        .args(args)
+        .env_remove("RXCUBE_WAREHOUSE")
+        .output()
+        .expect("run rxcube")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> String {
+    let p = dir.join(name);
+    std::fs::File::create(&p)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .expect("write");
+    p.display().to_string()
+}
+
+const PHARMACIES: &str = "\
+pharmacy_id,valid_from,valid_to,name,local_area,service_area,region,timezone,employees,hours_per_week
+1,2024-01-01,,Main St,LA-1,SA-1,West,America/Los_Angeles,12,84
+";
+
+#[test]
+fn help_lists_the_commands_and_explains_the_import_rules() {
+    let out = rxcube(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for c in ["demo", "generate", "import", "sql"] {
+        assert!(help.contains(c), "{help}");
+    }
+    let help = text(&rxcube(&["import", "--help"]).stdout);
+    assert!(
+        help.contains("Exit status: 0 accepted, 1 rejected"),
+        "{help}"
+    );
+    assert!(help.contains("--start-at"), "{help}");
+}
+
+#[test]
+fn a_rejected_import_exits_1_names_record_and_column_and_posts_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = dir.path().join("w").display().to_string();
+    let ph = write(dir.path(), "ph.csv", PHARMACIES);
+    let out = rxcube(&["import", "-w", &w, "pharmacies", &ph]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("pharmacies: accepted: read 1, inserted 1, replaced 0, unchanged 0, rejected 0, table version 0;"), "{}", text(&out.stdout));
+
+    let fills = write(
+        dir.path(),
+        "fills.csv",
+        "rx_id,fill_no,pharmacy_id,channel,received_at,filled_at\n\
+         1,0,1,local,2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n\
+         2,0,1,mail,2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n",
+    );
+    let out = rxcube(&["import", "-w", &w, "rx_fills", &fills]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "error: {fills}: record 2, column channel, value 'mail': must be one of local, crp"
+        )),
+        "{err}"
+    );
+    assert!(text(&out.stdout).contains("rx_fills: rejected, nothing posted: read 2, rejected 1 records (1 errors), nothing committed"));
+
+    let out = rxcube(&[
+        "sql",
+        "-w",
+        &w,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM rx_fills",
+    ]);
+    assert_eq!(text(&out.stdout), "n\n0\n");
+
+    let out = rxcube(&["import", "-w", &w, "--brief", "rx_fills", &fills]);
+    assert!(
+        text(&out.stderr).contains("       1  channel: must be one of local, crp"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn usage_errors_are_clear() {
+    let out = rxcube(&["import", "-w", "/tmp/x", "fills", "/nonexistent.csv"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("unknown table 'fills'") && err.contains("rx_fills"),
+        "{err}"
+    );
+    let out = rxcube(&["import", "-w", "/tmp/x", "rx_fills", "/nonexistent.csv"]);
+    assert!(text(&out.stderr).contains("no such file: /nonexistent.csv"));
+}
+
+#[test]
+fn sql_prints_tables_csv_and_json_and_reports_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = dir.path().join("w").display().to_string();
+    let ph = write(dir.path(), "ph.csv", PHARMACIES);
+    assert!(
+        rxcube(&["import", "-w", &w, "pharmacies", &ph])
+            .status
+            .success()
+    );
+    let q = "SELECT pharmacy_id, name, hours_per_week FROM pharmacies";
+    let out = rxcube(&["sql", "-w", &w, "--format", "json", q]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        r#"[{"pharmacy_id":1,"name":"Main St","hours_per_week":84}]"#
+    );
+    let out = rxcube(&["sql", "-w", &w, "--format", "csv", q]);
+    assert_eq!(
+        text(&out.stdout),
+        "pharmacy_id,name,hours_per_week\n1,Main St,84\n"
+    );
+    let out = rxcube(&["sql", "-w", &w, q]);
+    assert!(
+        text(&out.stdout).contains("| 1           | Main St | 84             |"),
+        "{}",
+        text(&out.stdout)
+    );
+    let script = write(
+        dir.path(),
+        "q.sql",
+        "-- two statements\nSELECT 1 AS a;\nSELECT 'x;y' AS b;\n",
+    );
+    let out = rxcube(&["sql", "-w", &w, "--format", "csv", "-f", &script]);
+    assert_eq!(text(&out.stdout), "a\n1\nb\nx;y\n");
+    let out = rxcube(&["sql", "-w", &w, "SELECT nope FROM pharmacies"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+    let out = rxcube(&[
+        "sql",
+        "-w",
+        &w,
+        "--format",
+        "csv",
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'system' ORDER BY 1",
+    ]);
+    assert_eq!(text(&out.stdout), "table_name\nimport_errors\nimport_log\n");
+}

@@ -1,0 +1,46 @@
+"""Shared fixtures for the client tests: the rxcube binary and a landed demo warehouse."""
+
+import glob
+import json
+import os
+import subprocess
+
+import duckdb
+import pytest
+
+
+def rxcube_bin() -> str:
+    path = os.environ.get("RXCUBE_BIN")
+    if not path or not os.path.exists(path):
+        pytest.fail("RXCUBE_BIN must name the built rxcube binary (scripts/test.sh sets it)")
+    return path
+
+
+def rxcube(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([rxcube_bin(), *args], capture_output=True, text=True, check=check)
+
+
+def rxcube_json(warehouse: str, sql: str):
+    out = rxcube("sql", "--warehouse", warehouse, "--format", "json", sql).stdout
+    return json.loads(out)
+
+
+def duckdb_with_delta() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the delta extension from the duckdb-ext-delta wheel (offline)."""
+    import duckdb_ext  # the namespace the wheel installs into
+
+    roots = list(getattr(duckdb_ext, "__path__", []))
+    found = [p for r in roots for p in glob.glob(os.path.join(r, "extensions", "*", "*", "delta.duckdb_extension"))]
+    if not found:
+        pytest.fail("the duckdb-ext-delta wheel is not installed (tests/requirements.txt)")
+    con = duckdb.connect()
+    con.execute(f"LOAD '{found[0]}'")
+    return con
+
+
+@pytest.fixture(scope="session")
+def demo_warehouse(tmp_path_factory) -> str:
+    """The embedded demo chain, landed once for the session."""
+    path = str(tmp_path_factory.mktemp("demo") / "warehouse")
+    rxcube("demo", "--warehouse", path)
+    return path
