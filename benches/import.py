@@ -31,9 +31,9 @@ def run_measured(cmd, env=None):
 
 
 def generate(rxcube, fills):
-    """A chain with about `fills` fills (the generator makes ~160 fills per pharmacy-day)."""
+    """A chain with about `fills` fills (the generator makes ~390 fills per pharmacy-day)."""
     days = 120
-    pharmacies = max(1, round(fills / (days * 160)))
+    pharmacies = max(1, round(fills / (days * 390)))
     chain = os.path.join(OUT, f"chain-{pharmacies}x{days}")
     marker = os.path.join(chain, ".done")
     if not os.path.exists(marker):

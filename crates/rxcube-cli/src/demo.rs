@@ -19,9 +19,8 @@ use crate::output::{Format, print_batches};
 pub const DEFAULT_DEMO_WAREHOUSE: &str = ".rxcube/demo";
 
 macro_rules! demo_file {
-    ($table:ident, $path:literal) => {
+    ($path:literal) => {
         (
-            TableName::$table,
             $path,
             include_bytes!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -33,19 +32,38 @@ macro_rules! demo_file {
     };
 }
 
-/// The demo files in load order: (table, file name, contents).
-pub const DEMO_FILES: &[(TableName, &str, &[u8])] = &[
-    demo_file!(Pharmacies, "pharmacies.parquet"),
-    demo_file!(PeerGroups, "peer_groups.parquet"),
-    demo_file!(Targets, "targets.parquet"),
-    demo_file!(Employees, "employees.parquet"),
-    demo_file!(Payroll, "payroll.parquet"),
-    demo_file!(Pos, "pos.parquet"),
-    demo_file!(RxFills, "rx_fills.parquet"),
-    demo_file!(Surveys, "surveys.parquet"),
-    demo_file!(Payroll, "corrections/payroll.parquet"),
-    demo_file!(Pos, "corrections/pos.parquet"),
-    demo_file!(RxFills, "corrections/rx_fills.parquet"),
+/// A demo file: its path under `data/demo/` and its contents.
+pub type DemoFile = (&'static str, &'static [u8]);
+
+/// The demo files per table, in load order. A table's corrections come in the same run as the
+/// table, after it, so they replace the records they correct and landing again changes nothing.
+pub const DEMO_FILES: &[(TableName, &[DemoFile])] = &[
+    (TableName::Pharmacies, &[demo_file!("pharmacies.parquet")]),
+    (TableName::PeerGroups, &[demo_file!("peer_groups.parquet")]),
+    (TableName::Targets, &[demo_file!("targets.parquet")]),
+    (TableName::Employees, &[demo_file!("employees.parquet")]),
+    (
+        TableName::Payroll,
+        &[
+            demo_file!("payroll.parquet"),
+            demo_file!("corrections/payroll.parquet"),
+        ],
+    ),
+    (
+        TableName::Pos,
+        &[
+            demo_file!("pos.parquet"),
+            demo_file!("corrections/pos.parquet"),
+        ],
+    ),
+    (
+        TableName::RxFills,
+        &[
+            demo_file!("rx_fills.parquet"),
+            demo_file!("corrections/rx_fills.parquet"),
+        ],
+    ),
+    (TableName::Surveys, &[demo_file!("surveys.parquet")]),
 ];
 
 #[derive(Debug, clap::Args)]
@@ -55,30 +73,43 @@ pub struct DemoArgs {
     warehouse: String,
 }
 
-/// Imports every demo file into `warehouse`, printing one summary line per file.
+/// Imports the demo files into `warehouse`, one run per table, printing one summary line each.
 pub async fn land(warehouse: &Warehouse, quiet: bool) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("rxcube-demo-").tempdir()?;
-    for (table, name, bytes) in DEMO_FILES {
-        let path: PathBuf = dir.path().join(name.replace('/', "_"));
-        std::fs::write(&path, bytes)?;
+    for (table, files) in DEMO_FILES {
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for (name, bytes) in *files {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, bytes)?;
+            paths.push(path);
+        }
         let report = import(
             warehouse,
             *table,
-            &[path],
+            &paths,
             &ImportOptions::default(),
             &NoProgress,
         )
         .await?;
-        let line =
-            crate::import_cmd::summary(&report).replace(&dir.path().display().to_string(), "");
         if !quiet {
-            println!("{:<40} {line}", format!("data/demo/{name}"));
+            let names: Vec<String> = files
+                .iter()
+                .map(|(n, _)| format!("data/demo/{n}"))
+                .collect();
+            println!(
+                "{}\n    {}",
+                names.join(" + "),
+                crate::import_cmd::summary(&report)
+            );
         }
         if report.status == Status::Rejected {
             for e in report.errors.iter().take(20) {
                 eprintln!("error: {e}");
             }
-            anyhow::bail!("the embedded demo file {name} was rejected");
+            anyhow::bail!("the embedded demo files of {table} were rejected");
         }
     }
     Ok(())
