@@ -150,3 +150,28 @@ fn sql_prints_tables_csv_and_json_and_reports_errors() {
     ]);
     assert_eq!(text(&out.stdout), "table_name\nimport_errors\nimport_log\n");
 }
+
+#[test]
+fn the_interactive_prompt_runs_multi_line_statements_until_quit() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = dir.path().join("w").display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rxcube"))
+        .args(["sql", "-w", &w, "--format", "csv"])
+        .env("HOME", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"SELECT 40 +\n 2 AS answer;\nSELECT nope;\nSELECT 'still here' AS s;\n\\q\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "answer\n42\ns\nstill here\n");
+    assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+}
