@@ -7,8 +7,9 @@
 //! Output is **deterministic**: the same [`GenConfig`] gives byte-identical files. Every
 //! (pharmacy, day) draws from its own random stream, so the result does not depend on the order
 //! in which days or pharmacies are produced. Output is **streamed**: the chain is generated day
-//! by day and pharmacy by pharmacy, and each table is written in batches of 64k rows, so a run
-//! of any length holds only the reference data and one store-day in memory.
+//! by day and pharmacy by pharmacy, and each table is written as it goes (Parquet in batches of
+//! 64k rows, CSV in chunks of 256 KiB), so a run of any length holds only the reference data,
+//! one store-day and one batch per file in memory.
 //!
 //! ## What the chain exercises
 //!
@@ -128,10 +129,7 @@ impl FromStr for Format {
 }
 
 /// The default first day: Sunday 2024-01-07, the pay-period anchor.
-pub const DEFAULT_START: NaiveDate = match NaiveDate::from_ymd_opt(2024, 1, 7) {
-    Some(d) => d,
-    None => panic!("2024-01-07 is a date"),
-};
+pub const DEFAULT_START: NaiveDate = clock::PAY_PERIOD_ANCHOR;
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]

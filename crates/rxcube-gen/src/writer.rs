@@ -1,7 +1,8 @@
 //! The files a run lands: one writer per table and format that takes rows one at a time and
-//! writes them in batches of [`BATCH_ROWS`], as CSV lines formatted by hand into a reused
-//! buffer, or as Arrow batches with exactly [`TableDef::schema`] through parquet's
-//! `ArrowWriter` (zstd). Nothing bigger than a batch is held in memory.
+//! writes them as it goes, as CSV lines formatted by hand into a reused buffer (written out in
+//! chunks of about 256 KiB), or as Arrow batches of [`BATCH_ROWS`] with exactly
+//! [`TableDef::schema`] through parquet's `ArrowWriter` (zstd). Nothing bigger than a batch is
+//! held in memory.
 
 use std::fs::File;
 use std::io::Write;

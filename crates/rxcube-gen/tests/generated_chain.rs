@@ -857,3 +857,35 @@ fn parquet_files_have_the_contract_schema_and_the_same_records_as_csv() {
         );
     }
 }
+
+/// The default chain (12 pharmacies, 120 days over the spring-forward change, both changes):
+/// every record valid, and the same row counts in both formats. Slow in a debug build; run
+/// with `cargo test -p rxcube-gen --release -- --ignored`.
+#[test]
+#[ignore = "default-size run: seconds in release, slow in debug"]
+fn the_default_chain_is_valid_in_both_formats() -> TestResult {
+    let csv = support::generate_and_read("default-csv", GenConfig::default());
+    for t in TableName::ALL {
+        let v = support::violations(csv.table(t), &csv.tables);
+        assert!(v.is_empty(), "{t}:\n{}", v.join("\n"));
+    }
+    for (t, table) in &csv.corrections {
+        let v = support::violations(table, &csv.tables);
+        assert!(v.is_empty(), "corrections/{t}:\n{}", v.join("\n"));
+    }
+    assert_eq!(split_dates(csv.table(TableName::Pharmacies)).len(), 3);
+    assert_eq!(split_dates(csv.table(TableName::PeerGroups)).len(), 1);
+    let config = GenConfig {
+        format: Format::Parquet,
+        ..GenConfig::default()
+    };
+    let parquet = generate(&config, &support::scratch_dir("default-parquet"), |_| {})?;
+    let rows = |s: &rxcube_gen::GenSummary| {
+        s.files
+            .iter()
+            .map(|f| (f.table, f.correction, f.rows))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rows(&parquet), rows(&csv.summary));
+    Ok(())
+}
