@@ -79,7 +79,7 @@ def main():
 
     # Same rows on both sides.
     import duckdb
-    check = f"SELECT count(*), sum(rx_id), sum(fill_no), min(filled_at), max(filled_at)"
+    check = "SELECT count(*), sum(rx_id), sum(fill_no), CAST(min(filled_at) AS VARCHAR), CAST(max(filled_at) AS VARCHAR)"
     con = duckdb.connect()
     theirs = con.execute(f"{check} FROM read_parquet('{parquet}')").fetchone()
     ext = [p for p in sys.path if os.path.isdir(os.path.join(p, "duckdb_ext"))]
