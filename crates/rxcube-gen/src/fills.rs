@@ -144,17 +144,7 @@ fn local_fill(
 ) -> Result<(), GenError> {
     let seconds = (processing_minutes(sd, hour, rng) * 60.0).round() as i64;
     let filled = received.utc + seconds;
-    let row = FillRow {
-        rx_id,
-        fill_no,
-        pharmacy_id: sd.store.id as i32,
-        channel: "local",
-        received_at: received,
-        filled_at: sd.clock.stamp(filled),
-    };
-    out.rx_fills.write(&row)?;
-    corrections::fill(sd, &row, out)?;
-    till.sell_fill(sd, out, rx_id, filled, false)
+    record_fill(sd, till, out, (rx_id, fill_no), received, filled, false)
 }
 
 fn crp_fill(
@@ -167,17 +157,30 @@ fn crp_fill(
     received: Stamp,
 ) -> Result<(), GenError> {
     let filled = received.utc + seed::between(rng, CRP_HOURS.0 * 3600, CRP_HOURS.1 * 3600);
+    record_fill(sd, till, out, (rx_id, fill_no), received, filled, true)
+}
+
+/// Writes one fill (and any correction of it) and sells it at the till once filled.
+fn record_fill(
+    sd: &mut StoreDay<'_>,
+    till: &mut Till,
+    out: &mut EventFiles,
+    (rx_id, fill_no): (i64, i32),
+    received: Stamp,
+    filled: i64,
+    crp: bool,
+) -> Result<(), GenError> {
     let row = FillRow {
         rx_id,
         fill_no,
         pharmacy_id: sd.store.id as i32,
-        channel: "crp",
+        channel: if crp { "crp" } else { "local" },
         received_at: received,
         filled_at: sd.clock.stamp(filled),
     };
     out.rx_fills.write(&row)?;
     corrections::fill(sd, &row, out)?;
-    till.sell_fill(sd, out, rx_id, filled, true)
+    till.sell_fill(sd, out, rx_id, filled, crp)
 }
 
 #[cfg(test)]
