@@ -42,9 +42,9 @@ pub enum IngestError {
         #[source]
         source: std::io::Error,
     },
-    #[error("spool file {file}: {source}")]
-    Spool {
-        file: String,
+    #[error("internal error in {context}: {source}")]
+    Internal {
+        context: String,
         #[source]
         source: arrow::error::ArrowError,
     },

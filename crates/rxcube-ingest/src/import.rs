@@ -1,16 +1,16 @@
 //! The import utility: two passes over the input, one commit.
 //!
 //! **Pass 1** reads every file, checks every record against the contract (types, domains,
-//! ranges, time order, references, duplicate keys within a file) and spools the typed records
-//! to a local Arrow IPC file. If it found any error, nothing is posted: the run is logged as
-//! rejected with every error. **Pass 2** posts the spooled records with insert-or-replace by
+//! ranges, time order, references, duplicate keys within a file) and keeps the typed records in
+//! memory. CSV files are cut into blocks that are parsed and checked on every core
+//! ([`crate::blocks`]). If it found any error, nothing is posted: the run is logged as
+//! rejected with every error. **Pass 2** posts the kept records with insert-or-replace by
 //! natural key in one atomic Delta commit ([`Warehouse::upsert`]); a later file's record
 //! replaces an earlier file's record with the same key. Either way the run is appended to the
 //! import log (`system.import_log`, `system.import_errors`).
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,8 +19,8 @@ use arrow::array::{
 };
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::ipc::writer::FileWriter;
-use datafusion::datasource::file_format::options::ArrowReadOptions;
+use datafusion::common::hash_utils::{RandomState, create_hashes};
+use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use rxcube_model::{TableDef, TableName};
 use rxcube_warehouse::catalog::{new_session, register_tables};
@@ -28,9 +28,11 @@ use rxcube_warehouse::system::{ImportErrorEntry, ImportLogEntry};
 use rxcube_warehouse::{UpsertRequest, Warehouse};
 use tracing::{info, info_span};
 
+use crate::blocks::{Block, Splitter, ordered_parallel};
 use crate::error::{IngestError, RecordError, Result};
+use crate::keys::KeyHashes;
 use crate::rules::{ReferenceSets, check_batch};
-use crate::source::Source;
+use crate::source::{Chunk, Source};
 
 /// How an import runs.
 #[derive(Debug, Clone)]
@@ -143,32 +145,37 @@ pub async fn import(
     register_tables(&ctx, warehouse).await?;
     let refs = load_references(&ctx, def).await?;
 
-    // Pass 1: read, check, spool.
+    // Pass 1: read and check everything, keep the well-formed records.
     progress.phase("validating");
-    let spool_dir = tempfile::Builder::new()
-        .prefix("rxcube-import-")
-        .tempdir()
-        .map_err(|source| IngestError::Io {
-            file: std::env::temp_dir().display().to_string(),
-            source,
-        })?;
-    let spool_path = spool_dir.path().join("records.arrow");
-    let mut pass1 = tokio::task::block_in_place(|| {
-        validate_and_spool(def, files, &names, options, &refs, &spool_path, progress)
-    })?;
+    let mut pass1 =
+        tokio::task::block_in_place(|| validate(def, files, &names, options, &refs, progress))?;
     info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
         records = pass1.records_read,
         errors = pass1.errors.total,
+        maybe_duplicates = pass1.maybe_duplicates,
+        maybe_superseded = pass1.maybe_superseded,
         "pass 1 read"
     );
 
-    progress.phase("checking keys");
-    let spool_ctx = SessionContext::new();
-    spool_ctx
-        .register_arrow("spool", path_str(&spool_path)?, ArrowReadOptions::default())
-        .await
-        .map_err(|source| query_err(def, source))?;
-    find_duplicate_keys(&spool_ctx, def, &names, &mut pass1).await?;
+    // Key hashes are exact enough to clear a file of duplicates; a shared hash is checked
+    // exactly, by key, with the records' numbers.
+    let staged_ctx = SessionContext::new();
+    if pass1.maybe_duplicates || pass1.maybe_superseded {
+        progress.phase("checking keys");
+        let (schema, batches) = pass1.with_provenance()?;
+        let table = MemTable::try_new(schema, vec![batches]).map_err(|e| query_err(def, e))?;
+        staged_ctx
+            .register_table("staged", Arc::new(table))
+            .map_err(|e| query_err(def, e))?;
+        if pass1.maybe_duplicates {
+            find_duplicate_keys(&staged_ctx, def, &names, &mut pass1).await?;
+        }
+        info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "keys checked"
+        );
+    }
 
     let mut report = ImportReport {
         run_id: run_id.clone(),
@@ -193,12 +200,7 @@ pub async fn import(
     if report.total_errors == 0 {
         // Pass 2: post.
         progress.phase("posting");
-        let source = posting_source(&spool_ctx, def, files.len()).await?;
-        let rows = source
-            .clone()
-            .count()
-            .await
-            .map_err(|e| query_err(def, e))? as u64;
+        let (source, rows) = posting_source(&staged_ctx, def, pass1).await?;
         report.superseded = report.records_read - rows;
         let outcome = warehouse
             .upsert(
@@ -267,9 +269,13 @@ fn query_err(def: &TableDef, source: datafusion::error::DataFusionError) -> Inge
     }
 }
 
-fn path_str(p: &Path) -> Result<&str> {
-    p.to_str()
-        .ok_or_else(|| IngestError::Usage(format!("path is not UTF-8: {}", p.display())))
+async fn run_sql(ctx: &SessionContext, def: &TableDef, sql: &str) -> Result<Vec<RecordBatch>> {
+    ctx.sql(sql)
+        .await
+        .map_err(|e| query_err(def, e))?
+        .collect()
+        .await
+        .map_err(|e| query_err(def, e))
 }
 
 /// The values on file that this table's references may point to.
@@ -280,13 +286,7 @@ async fn load_references(ctx: &SessionContext, def: &TableDef) -> Result<Referen
             "SELECT DISTINCT CAST({} AS VARCHAR) FROM {}",
             r.target_column, r.table
         );
-        let batches = ctx
-            .sql(&sql)
-            .await
-            .map_err(|e| query_err(def, e))?
-            .collect()
-            .await
-            .map_err(|e| query_err(def, e))?;
+        let batches = run_sql(ctx, def, &sql).await?;
         let mut values = HashSet::new();
         for b in &batches {
             let col = arrow::compute::cast(b.column(0), &DataType::Utf8)
@@ -356,10 +356,40 @@ impl RejectedRecords {
     }
 }
 
+/// Where the rows of a staged batch came from, for naming a duplicate key's records.
+struct Provenance {
+    file: u32,
+    first_record: u64,
+    /// Offsets from `first_record` of the kept rows, when some rows of the chunk were dropped.
+    kept: Option<Vec<u32>>,
+}
+
+impl Provenance {
+    fn records(&self, rows: usize) -> Vec<u64> {
+        match &self.kept {
+            None => (0..rows as u64).map(|i| self.first_record + i).collect(),
+            Some(k) => k
+                .iter()
+                .map(|i| self.first_record + u64::from(*i))
+                .collect(),
+        }
+    }
+}
+
+/// What pass 1 found and kept: the well-formed records, in memory, in file order.
 struct Pass1 {
     records_read: u64,
     errors: ErrorLog,
     rejected: Vec<RejectedRecords>,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    provenance: Vec<Provenance>,
+    /// The hash of every kept record's key.
+    keys: KeyHashes,
+    /// Two records of one file share a key hash: the exact duplicate check must run.
+    maybe_duplicates: bool,
+    /// Records of different files share a key hash: the later file's record must win.
+    maybe_superseded: bool,
 }
 
 impl Pass1 {
@@ -369,41 +399,187 @@ impl Pass1 {
         }
         self.errors.push(e);
     }
+
+    /// Takes one checked chunk, in file order.
+    fn keep(&mut self, file: usize, chunk: Staged) {
+        for e in chunk.errors {
+            self.record(file, e);
+        }
+        self.records_read += chunk.records;
+        let Some(batch) = chunk.batch else { return };
+        let f = file as u32;
+        for h in chunk.hashes {
+            self.keys.push(h, file);
+        }
+        self.provenance.push(Provenance {
+            file: f,
+            first_record: chunk.first_record,
+            kept: chunk.kept,
+        });
+        self.batches.push(batch);
+    }
+
+    /// The kept records with their file and record number (for the exact key checks).
+    fn with_provenance(&self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(FILE_COLUMN, DataType::UInt32, false));
+        fields.push(Field::new(RECORD_COLUMN, DataType::UInt64, false));
+        let schema = Arc::new(Schema::new(fields));
+        let batches = self
+            .batches
+            .iter()
+            .zip(&self.provenance)
+            .map(|(b, p)| {
+                let mut columns = b.columns().to_vec();
+                columns.push(Arc::new(UInt32Array::from(vec![p.file; b.num_rows()])));
+                columns.push(Arc::new(UInt64Array::from(p.records(b.num_rows()))));
+                RecordBatch::try_new(schema.clone(), columns)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| IngestError::Internal {
+                context: "staging records".into(),
+                source,
+            })?;
+        Ok((schema, batches))
+    }
 }
 
-fn spool_schema(def: &TableDef) -> SchemaRef {
-    let mut fields: Vec<Field> = def
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new(FILE_COLUMN, DataType::UInt32, false));
-    fields.push(Field::new(RECORD_COLUMN, DataType::UInt64, false));
-    Arc::new(Schema::new(fields))
+/// One chunk after its checks: the well-formed records, the errors, and the key hashes.
+struct Staged {
+    batch: Option<RecordBatch>,
+    first_record: u64,
+    kept: Option<Vec<u32>>,
+    /// Records read (well-formed or not).
+    records: u64,
+    errors: Vec<RecordError>,
+    hashes: Vec<u64>,
 }
 
-fn validate_and_spool(
+impl Staged {
+    /// Renumbers a chunk read from a block whose first record is `offset + 1`, and drops the
+    /// records before `start_at`.
+    fn shift(mut self, offset: u64, start_at: u64) -> Self {
+        self.first_record += offset;
+        for e in &mut self.errors {
+            if let Some(r) = &mut e.record {
+                *r += offset;
+            }
+        }
+        let last = self.first_record + self.records;
+        if start_at <= self.first_record {
+            return self;
+        }
+        self.errors
+            .retain(|e| e.record.is_none_or(|r| r >= start_at));
+        self.records = last.saturating_sub(start_at);
+        let Some(batch) = &self.batch else {
+            return self;
+        };
+        // Kept rows are in record order: drop those before `start_at`.
+        let skip = (start_at - self.first_record) as usize;
+        let drop_rows = match &self.kept {
+            None => skip.min(batch.num_rows()),
+            Some(k) => k.partition_point(|i| (*i as usize) < skip),
+        };
+        let rows = batch.num_rows() - drop_rows;
+        self.batch = (rows > 0).then(|| batch.slice(drop_rows, rows));
+        self.hashes.drain(..drop_rows);
+        match &mut self.kept {
+            None => {
+                self.kept = Some((skip as u32..(skip + rows) as u32).collect());
+            }
+            Some(k) => {
+                k.drain(..drop_rows);
+            }
+        }
+        self
+    }
+}
+
+/// Checks one chunk and keeps its well-formed records in the contract schema.
+fn stage(
+    def: &TableDef,
+    schema: &SchemaRef,
+    name: &str,
+    chunk: Chunk,
+    refs: &ReferenceSets,
+) -> Result<Staged> {
+    let internal = |source| IngestError::Internal {
+        context: format!("staging the records of {name}"),
+        source,
+    };
+    let rows = chunk.batch.num_rows();
+    let mut errors = chunk.errors;
+    check_batch(
+        def,
+        name,
+        &chunk.batch,
+        chunk.first_record,
+        refs,
+        &mut errors,
+    );
+    errors.sort_by_key(|e| e.record);
+    let mut bad_rows = vec![false; rows];
+    for e in &errors {
+        if let Some(r) = e.record.and_then(|r| r.checked_sub(chunk.first_record))
+            && let Some(slot) = bad_rows.get_mut(r as usize)
+        {
+            *slot = true;
+        }
+    }
+    // Only well-formed records are kept; the others are already rejected.
+    let (batch, kept) = if errors.is_empty() {
+        (chunk.batch, None)
+    } else {
+        let keep = BooleanArray::from_iter(bad_rows.iter().map(|b| Some(!b)));
+        let kept: Vec<u32> = (0..rows as u32)
+            .filter(|i| !bad_rows[*i as usize])
+            .collect();
+        (
+            filter_record_batch(&chunk.batch, &keep).map_err(internal)?,
+            Some(kept),
+        )
+    };
+    let n = batch.num_rows();
+    let batch = (n > 0)
+        .then(|| RecordBatch::try_new(schema.clone(), batch.columns().to_vec()))
+        .transpose()
+        .map_err(internal)?;
+    let mut hashes = vec![0u64; n];
+    if let Some(b) = &batch {
+        let keys: Vec<ArrayRef> = def
+            .key
+            .iter()
+            .filter_map(|k| def.column_index(k).map(|i| b.column(i).clone()))
+            .collect();
+        create_hashes(&keys, &RandomState::with_seed(0x5eed), &mut hashes)
+            .map_err(|e| query_err(def, e))?;
+    }
+    Ok(Staged {
+        batch,
+        first_record: chunk.first_record,
+        kept,
+        records: rows as u64,
+        errors,
+        hashes,
+    })
+}
+
+/// Pass 1: reads every file, checks every record, keeps the well-formed records.
+fn validate(
     def: &'static TableDef,
     files: &[PathBuf],
     names: &[String],
     options: &ImportOptions,
     refs: &ReferenceSets,
-    spool_path: &Path,
     progress: &dyn Progress,
 ) -> Result<Pass1> {
-    let spool_err = |source| IngestError::Spool {
-        file: spool_path.display().to_string(),
-        source,
-    };
-    let schema = spool_schema(def);
-    let spool = File::create(spool_path).map_err(|source| IngestError::Io {
-        file: spool_path.display().to_string(),
-        source,
-    })?;
-    let mut writer =
-        FileWriter::try_new(std::io::BufWriter::with_capacity(1 << 20, spool), &schema)
-            .map_err(spool_err)?;
+    let schema = def.schema();
     let mut pass = Pass1 {
         records_read: 0,
         errors: ErrorLog {
@@ -412,10 +588,17 @@ fn validate_and_spool(
             limit: options.max_errors_kept,
         },
         rejected: files.iter().map(|_| RejectedRecords::default()).collect(),
+        schema: schema.clone(),
+        batches: Vec::new(),
+        provenance: Vec::new(),
+        keys: KeyHashes::default(),
+        maybe_duplicates: false,
+        maybe_superseded: false,
     };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     for (f, (path, name)) in files.iter().zip(names).enumerate() {
         let _span = info_span!("file", file = %name).entered();
-        let mut source = match Source::open(def, path, options.start_at) {
+        let source = match Source::open(def, path, options.start_at) {
             Ok(s) => s,
             Err(e) => {
                 pass.record(f, e);
@@ -423,57 +606,71 @@ fn validate_and_spool(
             }
         };
         progress.file_started(name, source.total_bytes());
-        let mut chunk_errors = Vec::new();
-        while let Some(chunk) = source.next_chunk() {
-            let rows = chunk.batch.num_rows();
-            pass.records_read += rows as u64;
-            chunk_errors.clear();
-            chunk_errors.extend(chunk.errors);
-            check_batch(
-                def,
-                name,
-                &chunk.batch,
-                chunk.first_record,
-                refs,
-                &mut chunk_errors,
-            );
-            chunk_errors.sort_by_key(|e| e.record);
-            let bad_before = pass.errors.total;
-            let mut bad_rows = vec![false; rows];
-            for e in chunk_errors.drain(..) {
-                if let Some(r) = e.record.and_then(|r| r.checked_sub(chunk.first_record))
-                    && let Some(slot) = bad_rows.get_mut(r as usize)
-                {
-                    *slot = true;
+        match source {
+            Source::Parquet(mut source) => {
+                while let Some(chunk) = source.next_chunk() {
+                    let bytes = chunk.bytes_read;
+                    let staged = stage(def, &schema, name, chunk, refs)?;
+                    pass.keep(f, staged);
+                    progress.advanced(bytes, pass.records_read);
                 }
-                pass.record(f, e);
             }
-            // Only well-formed records are spooled; the others are already rejected.
-            let batch = if pass.errors.total == bad_before {
-                chunk.batch
-            } else {
-                let keep = BooleanArray::from_iter(bad_rows.iter().map(|b| Some(!b)));
-                filter_record_batch(&chunk.batch, &keep).map_err(spool_err)?
-            };
-            let kept = batch.num_rows();
-            if kept > 0 {
-                let first = chunk.first_record;
-                let records: Vec<u64> = bad_rows
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, bad)| !**bad)
-                    .map(|(i, _)| first + i as u64)
-                    .collect();
-                let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-                columns.push(Arc::new(UInt32Array::from(vec![f as u32; kept])));
-                columns.push(Arc::new(UInt64Array::from(records)));
-                let batch = RecordBatch::try_new(schema.clone(), columns).map_err(spool_err)?;
-                writer.write(&batch).map_err(spool_err)?;
+            Source::Csv(mut csv) => {
+                use std::io::{Seek, SeekFrom};
+                csv.handle
+                    .seek(SeekFrom::Start(csv.data_start))
+                    .map_err(|source| IngestError::Io {
+                        file: name.clone(),
+                        source,
+                    })?;
+                let layout = &csv.layout;
+                let blocks = Splitter::new(&csv.handle, csv.data_start);
+                let mut offset = 0u64;
+                let parse = |block: std::io::Result<Block>| -> Result<(Vec<Staged>, u64, u64)> {
+                    let block = block.map_err(|source| IngestError::Io {
+                        file: name.clone(),
+                        source,
+                    })?;
+                    let mut reader = csv::ReaderBuilder::new()
+                        .has_headers(false)
+                        .flexible(true)
+                        .from_reader(&block.data[..]);
+                    let mut next_record = 1;
+                    let mut staged = Vec::new();
+                    while let Some((batch, first_record, errors)) =
+                        layout.read_chunk(&mut reader, &mut next_record)
+                    {
+                        let chunk = Chunk {
+                            batch,
+                            first_record,
+                            errors,
+                            bytes_read: block.end_offset,
+                        };
+                        staged.push(stage(def, &schema, name, chunk, refs)?);
+                    }
+                    Ok((staged, next_record - 1, block.end_offset))
+                };
+                let total = csv.total_bytes.saturating_sub(csv.data_start);
+                ordered_parallel(blocks, threads, parse, |result| {
+                    let (staged, records, end_offset) = result?;
+                    if offset == 0 && records > 0 {
+                        // Size the key set once, from the first block's record length.
+                        let per_record = (end_offset - csv.data_start) as f64 / records as f64;
+                        pass.keys.reserve((total as f64 / per_record) as usize);
+                    }
+                    for s in staged {
+                        pass.keep(f, s.shift(offset, options.start_at));
+                    }
+                    offset += records;
+                    progress.advanced(end_offset, pass.records_read);
+                    Ok::<_, IngestError>(())
+                })?;
             }
-            progress.advanced(chunk.bytes_read, pass.records_read);
         }
     }
-    writer.finish().map_err(spool_err)?;
+    let overlaps = std::mem::take(&mut pass.keys).overlaps(threads);
+    pass.maybe_duplicates = overlaps.within_file;
+    pass.maybe_superseded = overlaps.across_files;
     Ok(pass)
 }
 
@@ -505,18 +702,12 @@ async fn find_duplicate_keys(
         .join(", ");
     let sql = format!(
         "WITH d AS (SELECT {FILE_COLUMN}, {keys}, min({RECORD_COLUMN}) AS first_record \
-           FROM spool WHERE {not_null} GROUP BY {FILE_COLUMN}, {keys} HAVING count(*) > 1) \
+           FROM staged WHERE {not_null} GROUP BY {FILE_COLUMN}, {keys} HAVING count(*) > 1) \
          SELECT s.{FILE_COLUMN}, s.{RECORD_COLUMN}, d.first_record, concat_ws(', ', {shown}) AS key_value \
-         FROM spool s JOIN d ON s.{FILE_COLUMN} = d.{FILE_COLUMN} AND {on} \
+         FROM staged s JOIN d ON s.{FILE_COLUMN} = d.{FILE_COLUMN} AND {on} \
          WHERE s.{RECORD_COLUMN} <> d.first_record"
     );
-    let batches = ctx
-        .sql(&sql)
-        .await
-        .map_err(|e| query_err(def, e))?
-        .collect()
-        .await
-        .map_err(|e| query_err(def, e))?;
+    let batches = run_sql(ctx, def, &sql).await?;
     let column = if def.key.len() == 1 {
         def.key[0].to_string()
     } else {
@@ -564,26 +755,39 @@ async fn find_duplicate_keys(
     Ok(())
 }
 
-/// The spooled records to post: the contract columns, one record per key (the last file wins).
+/// The records to post, one per key (the last file wins), and how many.
 async fn posting_source(
     ctx: &SessionContext,
     def: &TableDef,
-    files: usize,
-) -> Result<datafusion::prelude::DataFrame> {
-    let cols = def
-        .columns
-        .iter()
-        .map(|c| c.name)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = if files > 1 {
+    pass: Pass1,
+) -> Result<(datafusion::prelude::DataFrame, u64)> {
+    if pass.maybe_superseded {
+        let cols = def
+            .columns
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(", ");
         let keys = def.key.join(", ");
-        format!(
+        let sql = format!(
             "SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} \
-             ORDER BY {FILE_COLUMN} DESC) AS rn FROM spool) WHERE rn = 1"
-        )
-    } else {
-        format!("SELECT {cols} FROM spool")
-    };
-    ctx.sql(&sql).await.map_err(|e| query_err(def, e))
+             ORDER BY {FILE_COLUMN} DESC) AS rn FROM staged) WHERE rn = 1"
+        );
+        let batches = run_sql(ctx, def, &sql).await?;
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let df = ctx.read_batches(batches).map_err(|e| query_err(def, e))?;
+        return Ok((df, rows));
+    }
+    // Spread the records over one partition per core, so sorting and encoding run in parallel.
+    let rows = pass.batches.iter().map(|b| b.num_rows() as u64).sum();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); threads];
+    for (i, b) in pass.batches.into_iter().enumerate() {
+        partitions[i % threads].push(b);
+    }
+    let table = MemTable::try_new(pass.schema, partitions).map_err(|e| query_err(def, e))?;
+    let df = ctx
+        .read_table(Arc::new(table))
+        .map_err(|e| query_err(def, e))?;
+    Ok((df, rows))
 }

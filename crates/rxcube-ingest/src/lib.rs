@@ -8,9 +8,11 @@
 // Errors wrap deltalake's and DataFusion's whole, on cold paths.
 #![allow(clippy::result_large_err)]
 
+mod blocks;
 mod columns;
 mod error;
 mod import;
+mod keys;
 pub mod rules;
 mod source;
 pub mod text;

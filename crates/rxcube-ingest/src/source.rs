@@ -51,7 +51,8 @@ pub(crate) enum Source {
 
 impl Source {
     /// Opens `path` as CSV or Parquet by its extension and checks its columns against the
-    /// contract. Records before `start_at` (1-based) are skipped.
+    /// contract. Parquet records before `start_at` (1-based) are skipped; CSV files are read
+    /// whole and skipped by the caller (their record numbers are known only once parsed).
     pub(crate) fn open(
         def: &'static TableDef,
         path: &Path,
@@ -72,9 +73,7 @@ impl Source {
         let handle = File::open(path).map_err(|e| fail(format!("cannot open the file: {e}")))?;
         let total_bytes = handle.metadata().map(|m| m.len()).unwrap_or(0);
         match ext.as_deref() {
-            Some("csv") => {
-                CsvSource::open(def, file.clone(), handle, total_bytes, start_at).map(Source::Csv)
-            }
+            Some("csv") => CsvSource::open(def, file.clone(), handle, total_bytes).map(Source::Csv),
             Some("parquet") | Some("parq") | Some("pq") => {
                 ParquetSource::open(def, file.clone(), handle, total_bytes, start_at)
                     .map(Source::Parquet)
@@ -89,14 +88,6 @@ impl Source {
         match self {
             Source::Csv(s) => s.total_bytes,
             Source::Parquet(s) => s.total_bytes,
-        }
-    }
-
-    /// The next chunk, or `None` at the end of the file.
-    pub(crate) fn next_chunk(&mut self) -> Option<Chunk> {
-        match self {
-            Source::Csv(s) => s.next_chunk(),
-            Source::Parquet(s) => s.next_chunk(),
         }
     }
 }
@@ -173,17 +164,23 @@ fn record_error(
 
 const MISSING: &str = "required value is missing";
 
+/// An open CSV file: its header is read and checked; the records are read in blocks
+/// ([`crate::blocks`]) from `data_start` on.
 pub(crate) struct CsvSource {
+    pub layout: CsvLayout,
+    pub handle: File,
+    /// Byte offset of the first data record.
+    pub data_start: u64,
+    pub total_bytes: u64,
+}
+
+/// How a CSV file's fields map to the contract's columns.
+pub(crate) struct CsvLayout {
     def: &'static TableDef,
-    file: String,
-    reader: csv::Reader<BufReader<File>>,
+    pub file: String,
     /// For each contract column, its field index in the file (None: absent, all NULL).
     positions: Vec<Option<usize>>,
     header_len: usize,
-    next_record: u64,
-    start_at: u64,
-    total_bytes: u64,
-    done: bool,
 }
 
 impl CsvSource {
@@ -192,13 +189,11 @@ impl CsvSource {
         file: String,
         handle: File,
         total_bytes: u64,
-        start_at: u64,
     ) -> Result<Self, RecordError> {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
-            .buffer_capacity(1 << 20)
-            .from_reader(BufReader::with_capacity(1 << 20, handle));
+            .from_reader(BufReader::with_capacity(64 << 10, &handle));
         let headers = reader.headers().map_err(|e| RecordError {
             file: file.clone(),
             record: None,
@@ -220,23 +215,30 @@ impl CsvSource {
             })
             .collect();
         let positions = missing_and_unknown(def, &file, &names)?;
+        let data_start = reader.position().byte();
+        drop(reader);
         Ok(Self {
-            def,
-            file,
-            reader,
-            positions,
-            header_len: names.len(),
-            next_record: 1,
-            start_at: start_at.max(1),
+            layout: CsvLayout {
+                def,
+                file,
+                positions,
+                header_len: names.len(),
+            },
+            handle,
+            data_start,
             total_bytes,
-            done: false,
         })
     }
+}
 
-    fn next_chunk(&mut self) -> Option<Chunk> {
-        if self.done {
-            return None;
-        }
+impl CsvLayout {
+    /// Reads up to [`CHUNK_RECORDS`] records from `reader`, numbering them from
+    /// `*next_record` on; `None` when the reader is at its end.
+    pub(crate) fn read_chunk<R: std::io::Read>(
+        &self,
+        reader: &mut csv::Reader<R>,
+        next_record: &mut u64,
+    ) -> Option<(RecordBatch, u64, Vec<RecordError>)> {
         let cols = self.def.columns;
         let mut builders: Vec<ColumnBuilder> = cols
             .iter()
@@ -244,45 +246,32 @@ impl CsvSource {
             .collect();
         let mut errors = Vec::new();
         let mut record = csv::ByteRecord::new();
-        let mut first_record = None;
+        let first_record = *next_record;
         let mut rows = 0;
         while rows < CHUNK_RECORDS {
-            match self.reader.read_byte_record(&mut record) {
-                Ok(false) => {
-                    self.done = true;
-                    break;
-                }
+            match reader.read_byte_record(&mut record) {
+                Ok(false) => break,
                 Ok(true) => {}
                 Err(e) => {
                     // A malformed record (bad quoting, invalid bytes): report it, keep going.
-                    let n = self.next_record;
-                    self.next_record += 1;
-                    if n < self.start_at {
-                        continue;
-                    }
-                    first_record.get_or_insert(n);
                     errors.push(RecordError {
                         file: self.file.clone(),
-                        record: Some(n),
+                        record: Some(*next_record),
                         column: None,
                         value: None,
                         reason: format!("unreadable CSV record: {e}"),
                     });
+                    *next_record += 1;
                     builders.iter_mut().for_each(ColumnBuilder::append_null);
                     rows += 1;
                     if e.is_io_error() {
-                        self.done = true;
                         break;
                     }
                     continue;
                 }
             }
-            let n = self.next_record;
-            self.next_record += 1;
-            if n < self.start_at {
-                continue;
-            }
-            first_record.get_or_insert(n);
+            let n = *next_record;
+            *next_record += 1;
             rows += 1;
             if record.len() != self.header_len {
                 errors.push(RecordError {
@@ -300,13 +289,17 @@ impl CsvSource {
                 continue;
             }
             for ((c, b), pos) in cols.iter().zip(builders.iter_mut()).zip(&self.positions) {
-                let field = pos.and_then(|p| record.get(p)).unwrap_or(b"");
+                let field = pos.and_then(|p| record.get(p)).unwrap_or(b"").trim_ascii();
                 let Ok(text) = std::str::from_utf8(field) else {
                     errors.push(record_error(&self.file, n, c.name, None, "not valid UTF-8"));
                     b.append_null();
                     continue;
                 };
-                let trimmed = text.trim();
+                // ASCII space is trimmed above; other Unicode white space is rare.
+                let trimmed = match field.first().zip(field.last()) {
+                    Some((a, z)) if *a >= 0x80 || *z >= 0x80 => text.trim(),
+                    _ => text,
+                };
                 if trimmed.is_empty() {
                     if !c.nullable {
                         errors.push(record_error(&self.file, n, c.name, None, MISSING));
@@ -329,12 +322,7 @@ impl CsvSource {
         let columns: Vec<ArrayRef> = builders.iter_mut().map(ColumnBuilder::finish).collect();
         let batch = RecordBatch::try_new(chunk_schema(self.def), columns)
             .expect("builders follow the contract schema");
-        Some(Chunk {
-            batch,
-            first_record: first_record.unwrap_or(self.next_record),
-            errors,
-            bytes_read: self.reader.position().byte(),
-        })
+        Some((batch, first_record, errors))
     }
 }
 
@@ -473,7 +461,7 @@ impl ParquetSource {
         })
     }
 
-    fn next_chunk(&mut self) -> Option<Chunk> {
+    pub(crate) fn next_chunk(&mut self) -> Option<Chunk> {
         loop {
             let batch = match self.reader.next()? {
                 Ok(b) => b,

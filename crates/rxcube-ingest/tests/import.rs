@@ -787,3 +787,85 @@ fn bad_file_cases_cover_every_rule_kind() {
         );
     }
 }
+
+/// A file of several read blocks (4 MiB each, parsed on every core): record numbers, a
+/// duplicate key across blocks and `--start-at` inside a later block are those of the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_of_many_blocks_keeps_file_record_numbers() {
+    let f = Fixture::new().await;
+    let records: u64 = 200_000; // about 16 MiB: four blocks
+    let mut csv = String::from(FILLS_HEADER);
+    for n in 1..=records {
+        let rx = 1_000_000 + n;
+        // Quoted fields (one with a comma-free quoted channel) exercise the quote-aware cut.
+        let channel = if n % 3 == 0 { "\"local\"" } else { "crp" };
+        csv.push_str(&format!(
+            "{rx},0,1,{channel},2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n"
+        ));
+    }
+    let mut bad = csv.clone();
+    // Record 130001 repeats record 7's key; record 190000 has an unknown channel.
+    let line_of = |n: u64| {
+        let rx = 1_000_000 + n;
+        let channel = if n % 3 == 0 { "\"local\"" } else { "crp" };
+        format!("{rx},0,1,{channel},2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n")
+    };
+    bad = bad.replacen(&line_of(130_001), &line_of(7).replace("crp", "\"crp\""), 1);
+    bad = bad.replacen(
+        &line_of(190_000),
+        &line_of(190_000).replace("crp", "fax"),
+        1,
+    );
+    let p = f.write("many.csv", &bad);
+    let r = f
+        .import_files(TableName::RxFills, std::slice::from_ref(&p), 1)
+        .await;
+    assert_eq!(
+        (r.status, r.records_read, r.rejected),
+        (Status::Rejected, records, 2)
+    );
+    let found: Vec<(Option<u64>, Option<String>)> = r
+        .errors
+        .iter()
+        .map(|e| (e.record, e.column.clone()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (Some(130_001), Some("(rx_id, fill_no)".to_string())),
+            (Some(190_000), Some("channel".to_string())),
+        ],
+        "{:?}",
+        r.errors
+    );
+    assert!(
+        r.errors[0].reason.contains("at record 7"),
+        "{}",
+        r.errors[0].reason
+    );
+    assert_eq!(f.version(TableName::RxFills).await, None);
+
+    // Starting after the duplicate and before the bad channel: only the channel is wrong.
+    let r = f
+        .import_files(TableName::RxFills, std::slice::from_ref(&p), 150_000)
+        .await;
+    assert_eq!(
+        (r.records_read, r.errors.len(), r.errors[0].record),
+        (records - 150_000 + 1, 1, Some(190_000))
+    );
+
+    let p = f.write("good.csv", &csv);
+    let r = f.import_files(TableName::RxFills, &[p], 1).await;
+    assert_eq!((r.status, r.inserted), (Status::Accepted, records));
+    assert_eq!(
+        rows(
+            &f.query("SELECT count(*), sum(rx_id), count(*) FILTER (WHERE channel = 'local') FROM rx_fills")
+                .await
+        ),
+        vec![format!(
+            "{records}|{}|{}",
+            records * 1_000_000 + records * (records + 1) / 2,
+            records / 3
+        )]
+    );
+}

@@ -105,8 +105,10 @@ impl Warehouse {
                 reason: format!("cannot create the table directory: {e}"),
             })?;
         }
-        DeltaTable::try_from_url_with_storage_options(url.clone(), self.storage_options.clone())
-            .await
+        // Built, not loaded: there is no log to read yet.
+        deltalake::DeltaTableBuilder::from_url(url.clone())
+            .map(|b| b.with_storage_options(self.storage_options.clone()))
+            .and_then(|b| b.build())
             .map_err(|source| WarehouseError::Delta {
                 table: name.to_string(),
                 url: url.to_string(),

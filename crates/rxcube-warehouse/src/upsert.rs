@@ -15,7 +15,7 @@ use datafusion::functions::expr_fn::date_trunc;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, cast, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::DeltaTable;
-use deltalake::arrow::datatypes::DataType;
+use deltalake::arrow::datatypes::{DataType, TimeUnit};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use rxcube_model::TableDef;
@@ -195,10 +195,18 @@ fn with_partition_column(
     source: DataFrame,
 ) -> datafusion::error::Result<DataFrame> {
     match def.event_time {
+        // Instants are UTC: truncating them as zone-less timestamps gives the UTC month
+        // without a time-zone lookup per row.
         Some(event_time) => source.with_column(
             PARTITION_COLUMN,
             cast(
-                date_trunc(lit("month"), col(Column::from_name(event_time))),
+                date_trunc(
+                    lit("month"),
+                    cast(
+                        col(Column::from_name(event_time)),
+                        DataType::Timestamp(TimeUnit::Microsecond, None),
+                    ),
+                ),
                 DataType::Date32,
             ),
         ),
