@@ -794,22 +794,22 @@ fn bad_file_cases_cover_every_rule_kind() {
 async fn a_file_of_many_blocks_keeps_file_record_numbers() {
     let f = Fixture::new().await;
     let records: u64 = 200_000; // about 16 MiB: four blocks
+    // Every third channel is quoted: the blocks are cut by the quote-aware path.
+    let line_of = |n: u64| {
+        let rx = 1_000_000 + n;
+        let channel = if n.is_multiple_of(3) {
+            "\"local\""
+        } else {
+            "crp"
+        };
+        format!("{rx},0,1,{channel},2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n")
+    };
     let mut csv = String::from(FILLS_HEADER);
     for n in 1..=records {
-        let rx = 1_000_000 + n;
-        // Quoted fields (one with a comma-free quoted channel) exercise the quote-aware cut.
-        let channel = if n % 3 == 0 { "\"local\"" } else { "crp" };
-        csv.push_str(&format!(
-            "{rx},0,1,{channel},2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n"
-        ));
+        csv.push_str(&line_of(n));
     }
     let mut bad = csv.clone();
     // Record 130001 repeats record 7's key; record 190000 has an unknown channel.
-    let line_of = |n: u64| {
-        let rx = 1_000_000 + n;
-        let channel = if n % 3 == 0 { "\"local\"" } else { "crp" };
-        format!("{rx},0,1,{channel},2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n")
-    };
     bad = bad.replacen(&line_of(130_001), &line_of(7).replace("crp", "\"crp\""), 1);
     bad = bad.replacen(
         &line_of(190_000),
