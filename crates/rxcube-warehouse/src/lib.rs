@@ -18,6 +18,7 @@ pub mod catalog;
 mod error;
 pub mod layout;
 mod location;
+pub mod stores;
 pub mod system;
 mod upsert;
 

@@ -20,6 +20,7 @@ impl Warehouse {
     /// Opens the warehouse at `location`: a local path (created if missing) or an object_store
     /// URL such as `s3://bucket/prefix` or `memory:///`.
     pub fn open(location: &str) -> Result<Self> {
+        crate::stores::register();
         let bad = |reason: String| WarehouseError::Location {
             location: location.to_string(),
             reason,
