@@ -134,6 +134,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     land(&warehouse, false).await?;
     let ctx = new_session();
     register_tables(&ctx, &warehouse).await?;
+    rxcube_cube::register(
+        &ctx,
+        std::sync::Arc::new(rxcube_cube::definition_for(&warehouse)?),
+    )?;
     let overview = "\
         SELECT table_name, records FROM ( \
         SELECT 1 AS o, 'pharmacies' AS table_name, count(*) AS records FROM pharmacies UNION ALL \
@@ -147,17 +151,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("\nLanded tables:");
     let batches = ctx.sql(overview).await?.collect().await?;
     print_batches(&mut std::io::stdout().lock(), &batches, Format::Table)?;
+    // The division's score card by region and pay period, from the cube.
     let by_region = "\
-        SELECT p.region, count(*) AS fills, \
-               round(100.0 * avg(CASE WHEN f.channel = 'crp' AND f.fill_no > 0 THEN 1.0 \
-                                      WHEN f.fill_no > 0 THEN 0.0 END), 1) AS crp_share_of_refills \
-        FROM rx_fills f JOIN pharmacies p ON p.pharmacy_id = f.pharmacy_id AND p.valid_to IS NULL \
-        GROUP BY p.region ORDER BY p.region";
-    println!("Fills by region (current org):");
+        SELECT node AS region, CAST(period_start AS DATE) AS pay_period, \
+               round(max(value) FILTER (WHERE metric = 'labor_cost_per_rx'), 2) AS labor_cost_per_rx, \
+               round(max(value) FILTER (WHERE metric = 'csat_pct'), 1) AS csat_pct, \
+               round(max(value) FILTER (WHERE metric = 'on_time_pct'), 1) AS on_time_pct, \
+               round(max(value) FILTER (WHERE metric = 'otc_sales_per_rx'), 2) AS otc_sales_per_rx, \
+               round(max(value) FILTER (WHERE metric = 'crp_usage_pct'), 1) AS crp_usage_pct \
+        FROM cube.metrics \
+        WHERE level = 'region' AND grain = 'pay_period' AND metric IN \
+          ('labor_cost_per_rx', 'csat_pct', 'on_time_pct', 'otc_sales_per_rx', 'crp_usage_pct') \
+        GROUP BY node, period_start ORDER BY node, period_start";
+    println!("The five key metrics by region and pay period (cube.metrics):");
     let batches = ctx.sql(by_region).await?.collect().await?;
     print_batches(&mut std::io::stdout().lock(), &batches, Format::Table)?;
     println!(
-        "Query it: rxcube sql --warehouse {} \"SELECT * FROM system.import_log\"",
+        "Query it: rxcube sql --warehouse {} \"SELECT * FROM cube.metrics WHERE level = 'pharmacy' \
+         AND grain = 'pay_period' AND metric = 'on_time_pct'\"",
         args.warehouse
     );
     Ok(ExitCode::SUCCESS)

@@ -37,6 +37,10 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
     let warehouse = args.warehouse.open().await?;
     let ctx = new_session();
     register_tables(&ctx, &warehouse).await?;
+    rxcube_cube::register(
+        &ctx,
+        std::sync::Arc::new(rxcube_cube::definition_for(&warehouse)?),
+    )?;
     let sql = match (&args.query, &args.file) {
         (Some(q), _) => q.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)

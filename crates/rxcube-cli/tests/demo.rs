@@ -1,5 +1,5 @@
-//! The embedded demo chain: it is exactly the generator's output, and landing it twice changes
-//! nothing the second time.
+//! The embedded demo chain: it is exactly the generator's output, landing it twice changes
+//! nothing the second time, and every report in `queries/` runs on it.
 
 use std::path::Path;
 use std::process::Command;
@@ -115,6 +115,49 @@ fn landing_the_demo_twice_changes_nothing_the_second_time() {
         assert!(
             l.contains("inserted 0, replaced 0,") && l.contains("nothing committed"),
             "{l}"
+        );
+    }
+}
+
+/// Every report in `queries/` runs with `rxcube sql -f` on the demo chain and answers.
+#[test]
+fn every_report_in_queries_runs_on_the_demo_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wh = dir.path().join("w");
+    let wh = wh.to_str().expect("utf8");
+    let o = rxcube(&["demo", "--warehouse", wh]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let queries = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../queries");
+    let mut files: Vec<_> = std::fs::read_dir(&queries)
+        .expect("queries/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    for file in files {
+        let o = rxcube(&[
+            "sql",
+            "--warehouse",
+            wh,
+            "--format",
+            "csv",
+            "-f",
+            file.to_str().expect("utf8"),
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // A header and at least one row.
+        assert!(
+            out.lines().count() >= 2,
+            "{}: no rows\n{out}",
+            file.display()
         );
     }
 }

@@ -1,0 +1,311 @@
+//! The declarative cube definition (`cube.toml`): components, metrics and time settings.
+//!
+//! The built-in definition is `crates/rxcube-cube/cube.toml`, compiled in; a warehouse can
+//! override it. [`CubeDef::parse`] checks everything a query would otherwise trip over later:
+//! unique names, known sources, and ratio expressions that name only components.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+
+use crate::time::Grain;
+
+/// The definition shipped with rxcube.
+pub const BUILT_IN: &str = include_str!("../cube.toml");
+
+/// The org levels, finest first.
+pub const LEVELS: [&str; 5] = [
+    "pharmacy",
+    "local_area",
+    "service_area",
+    "region",
+    "division",
+];
+
+/// The fact sources a component can draw on.
+pub const SOURCES: [&str; 4] = ["fills", "sales", "surveys", "payroll"];
+
+/// A problem with a cube definition, naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("cube definition {origin}: {reason}")]
+pub struct DefinitionError {
+    pub origin: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CubeDef {
+    pub time: TimeDef,
+    #[serde(rename = "component")]
+    pub components: Vec<Component>,
+    #[serde(rename = "metric")]
+    pub metrics: Vec<Metric>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeDef {
+    /// ISO date (`YYYY-MM-DD`).
+    #[serde(deserialize_with = "iso_date")]
+    pub pay_period_anchor: NaiveDate,
+    pub default_timezone: String,
+    pub default_target_minutes: u32,
+}
+
+/// An additive measure: `SUM(value)` over the facts of `source` that pass `filter`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    pub name: String,
+    pub source: String,
+    pub value: String,
+    pub filter: Option<String>,
+    pub doc: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    Ratio,
+    Median,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metric {
+    pub name: String,
+    pub kind: MetricKind,
+    /// Ratio: SQL over component names.
+    pub numerator: Option<String>,
+    pub denominator: Option<String>,
+    #[serde(default = "one")]
+    pub scale: f64,
+    /// Median: the fact source, value and filter.
+    pub source: Option<String>,
+    pub value: Option<String>,
+    pub filter: Option<String>,
+    pub better: Better,
+    pub doc: String,
+}
+
+fn iso_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
+    let text = String::deserialize(d)?;
+    NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+        .map_err(|e| serde::de::Error::custom(format!("'{text}' is not a date (YYYY-MM-DD): {e}")))
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// What a metric name means in a query.
+#[derive(Debug, Clone, Copy)]
+pub enum MetricRef<'a> {
+    Component(&'a Component),
+    Defined(&'a Metric),
+}
+
+impl CubeDef {
+    /// The built-in definition.
+    pub fn built_in() -> Self {
+        // The built-in definition is checked by a test; failing here is a build defect.
+        Self::parse(BUILT_IN, "built-in cube.toml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Reads the definition in `path`.
+    pub fn load(path: &Path) -> Result<Self, DefinitionError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| DefinitionError {
+            origin: origin.clone(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &origin)
+    }
+
+    /// Parses and checks a definition; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, DefinitionError> {
+        let fail = |reason: String| DefinitionError {
+            origin: origin.to_string(),
+            reason,
+        };
+        let def: CubeDef = toml::from_str(text).map_err(|e| fail(e.to_string()))?;
+        let mut names = HashSet::new();
+        for c in &def.components {
+            check_name(&c.name).map_err(&fail)?;
+            if !names.insert(c.name.as_str()) {
+                return Err(fail(format!("'{}' is defined twice", c.name)));
+            }
+            if !SOURCES.contains(&c.source.as_str()) {
+                return Err(fail(format!(
+                    "component '{}': unknown source '{}'; the sources are {}",
+                    c.name,
+                    c.source,
+                    SOURCES.join(", ")
+                )));
+            }
+        }
+        let components: HashSet<&str> = def.components.iter().map(|c| c.name.as_str()).collect();
+        for m in &def.metrics {
+            check_name(&m.name).map_err(&fail)?;
+            if !names.insert(m.name.as_str()) {
+                return Err(fail(format!("'{}' is defined twice", m.name)));
+            }
+            match m.kind {
+                MetricKind::Ratio => {
+                    for (what, expr) in
+                        [("numerator", &m.numerator), ("denominator", &m.denominator)]
+                    {
+                        let Some(expr) = expr else {
+                            return Err(fail(format!("ratio '{}' needs a {what}", m.name)));
+                        };
+                        for ident in identifiers(expr) {
+                            if !components.contains(ident) {
+                                return Err(fail(format!(
+                                    "ratio '{}': {what} names '{ident}', which is not a component",
+                                    m.name
+                                )));
+                            }
+                        }
+                    }
+                }
+                MetricKind::Median => {
+                    let source = m.source.as_deref().unwrap_or_default();
+                    if !SOURCES.contains(&source) || m.value.is_none() {
+                        return Err(fail(format!(
+                            "median '{}' needs a source (one of {}) and a value",
+                            m.name,
+                            SOURCES.join(", ")
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(def)
+    }
+
+    pub fn component(&self, name: &str) -> Option<&Component> {
+        self.components.iter().find(|c| c.name == name)
+    }
+
+    /// Every metric name, components included, in definition order (metrics first).
+    pub fn metric_names(&self) -> Vec<&str> {
+        self.metrics
+            .iter()
+            .map(|m| m.name.as_str())
+            .chain(self.components.iter().map(|c| c.name.as_str()))
+            .collect()
+    }
+
+    pub fn lookup(&self, name: &str) -> Option<MetricRef<'_>> {
+        self.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(MetricRef::Defined)
+            .or_else(|| self.component(name).map(MetricRef::Component))
+    }
+
+    /// The components a metric is computed from.
+    pub fn components_of(&self, name: &str) -> Vec<&Component> {
+        match self.lookup(name) {
+            Some(MetricRef::Component(c)) => vec![c],
+            Some(MetricRef::Defined(m)) => [&m.numerator, &m.denominator]
+                .into_iter()
+                .flatten()
+                .flat_map(|e| identifiers(e))
+                .filter_map(|i| self.component(i))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The grains, finest first.
+    pub fn grains(&self) -> [Grain; 7] {
+        Grain::ALL
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' is not a valid name (lower-case letters, digits and _, starting with a letter)"
+        ))
+    }
+}
+
+/// The identifiers of a SQL expression over component names (numbers and operators skipped).
+pub fn identifiers(expr: &str) -> impl Iterator<Item = &str> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|t| t.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_definition_holds_the_five_key_metrics() {
+        let def = CubeDef::built_in();
+        for m in [
+            "labor_cost_per_rx",
+            "csat_pct",
+            "on_time_pct",
+            "otc_sales_per_rx",
+            "crp_usage_pct",
+            "median_processing_minutes",
+            "rx_sold",
+        ] {
+            assert!(def.lookup(m).is_some(), "{m}");
+        }
+        let parts: Vec<&str> = def
+            .components_of("csat_pct")
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(parts, ["very_satisfied", "satisfied", "survey_responses"]);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            (
+                &BUILT_IN.replace("\"2024-01-07\"", "\"2024-13-07\""),
+                "'2024-13-07' is not a date (YYYY-MM-DD)",
+            ),
+            (
+                &BUILT_IN.replace("denominator = \"rx_sold\"", "denominator = \"rx_sald\""),
+                "ratio 'labor_cost_per_rx': denominator names 'rx_sald', which is not a component",
+            ),
+            (
+                &BUILT_IN.replace("source = \"payroll\"", "source = \"timecards\""),
+                "unknown source 'timecards'",
+            ),
+            (
+                &BUILT_IN.replace("name = \"refills\"", "name = \"rx_sold\""),
+                "'rx_sold' is defined twice",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = CubeDef::parse(text, "test.toml")
+                .expect_err(want)
+                .to_string();
+            assert!(err.starts_with("cube definition test.toml: "), "{err}");
+            assert!(err.contains(want), "{err}\nwanted: {want}");
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The raw path: the SQL that computes a slice of `cube.metrics` from the landed tables.
+//!
+//! A [`Slice`] names the levels, grains and metrics a query needs (from its filters); the
+//! generated query reads only the fact sources those metrics draw on and aggregates only those
+//! levels and grains. The plan, in CTEs:
+//!
+//! 1. `<source>_facts`: one row per fact with its local wall-clock time (`local_ts`), in the
+//!    pharmacy's zone. Fills carry their processing minutes and on-time flag (the target minutes
+//!    of the peer group in effect on the local `received_at` date); payroll shifts are spread
+//!    over the local hours they touch, pro rata by minutes.
+//! 2. `<source>_events`: facts joined to the org path in effect on their local date ("as was"),
+//!    and bucketed into each requested grain (`period_start`).
+//! 3. `cells`: the additive components per pharmacy, org path and period; `level_cells` sums
+//!    them per org node (pooled: sums first, ratios last).
+//! 4. `metric_rows`: one row per cell and metric: ratios divide once (NULL when the denominator
+//!    is not positive), medians come straight from the events.
+//! 5. At the pharmacy level: the peer group in effect on the period's last local day, the
+//!    peer-group average (pooled for ratios, the mean per pharmacy for components; not yet
+//!    computed for medians), `RANK()` (direction-aware; NULL values unranked) and the number of
+//!    ranked peers.
+
+use std::fmt::Write;
+
+use crate::definition::{Better, Component, CubeDef, MetricKind, MetricRef};
+use crate::time::Grain;
+use crate::udf::date_literal;
+
+/// What a query on `cube.metrics` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slice {
+    pub levels: Vec<&'static str>,
+    pub grains: Vec<Grain>,
+    pub metrics: Vec<String>,
+    /// Restrict to these nodes (applied after ranking, so ranks stay among all peers).
+    pub nodes: Option<Vec<String>>,
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn in_list(values: &[String]) -> String {
+    values
+        .iter()
+        .map(|v| quote(v))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The org node of a level, over a row with pharmacy_id and the org path.
+fn node_expr(level: &str) -> &'static str {
+    match level {
+        "pharmacy" => "CAST(pharmacy_id AS VARCHAR)",
+        "local_area" => "local_area",
+        "service_area" => "service_area",
+        "region" => "region",
+        _ => "'ALL'",
+    }
+}
+
+/// The facts of a source, one row each, with `pharmacy_id` and `local_ts`.
+fn facts_sql(def: &CubeDef, source: &str) -> String {
+    let target = def.time.default_target_minutes;
+    match source {
+        "fills" => format!(
+            "SELECT f.pharmacy_id, f.rx_id, f.fill_no, f.channel, \
+               rx_local_time(f.filled_at, z.tz) AS local_ts, \
+               (CAST(f.filled_at AS BIGINT) - CAST(f.received_at AS BIGINT)) / 60000000.0 AS processing_minutes, \
+               COALESCE(g.rx_target_minutes, {target}) AS target_minutes, \
+               f.channel = 'local' AND (CAST(f.filled_at AS BIGINT) - CAST(f.received_at AS BIGINT)) / 60000000.0 \
+                 < COALESCE(g.rx_target_minutes, {target}) AS on_time \
+             FROM rx_fills f JOIN rx_tz z ON z.pharmacy_id = f.pharmacy_id \
+             LEFT JOIN peer_groups g ON g.pharmacy_id = f.pharmacy_id \
+               AND g.valid_from <= CAST(rx_local_time(f.received_at, z.tz) AS DATE) \
+               AND (g.valid_to IS NULL OR CAST(rx_local_time(f.received_at, z.tz) AS DATE) < g.valid_to)"
+        ),
+        "sales" => "SELECT s.pharmacy_id, s.kind, s.quantity, s.amount, s.rx_id, \
+               rx_local_time(s.sold_at, z.tz) AS local_ts \
+             FROM pos s JOIN rx_tz z ON z.pharmacy_id = s.pharmacy_id"
+            .to_string(),
+        "surveys" => {
+            "SELECT s.pharmacy_id, s.rating, rx_local_time(s.responded_at, z.tz) AS local_ts \
+             FROM surveys s JOIN rx_tz z ON z.pharmacy_id = s.pharmacy_id"
+                .to_string()
+        }
+        _ => "SELECT pharmacy_id, employee_id, pay_code, get_field(h, 'local_hour') AS local_ts, \
+               CAST(hours AS DOUBLE) * get_field(h, 'share') AS hours, \
+               CAST(cost AS DOUBLE) * get_field(h, 'share') AS cost \
+             FROM (SELECT p.pharmacy_id, p.employee_id, p.pay_code, p.hours, p.cost, \
+                     unnest(rx_shift_hours(p.shift_start, p.shift_end, z.tz)) AS h \
+                   FROM payroll p JOIN rx_tz z ON z.pharmacy_id = p.pharmacy_id)"
+            .to_string(),
+    }
+}
+
+/// Generates the query for `slice`. Output columns: level, node, grain, period_start, metric,
+/// value, numerator, denominator, peer_group, peer_avg, peer_rank, peer_size.
+pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
+    let anchor = date_literal(def.time.pay_period_anchor);
+    // Components needed, grouped by source, in definition order.
+    let mut components: Vec<&Component> = Vec::new();
+    let mut medians = Vec::new();
+    for m in &slice.metrics {
+        match def.lookup(m) {
+            Some(MetricRef::Defined(d)) if d.kind == MetricKind::Median => medians.push(d),
+            Some(_) => {
+                for c in def.components_of(m) {
+                    if !components.iter().any(|k| k.name == c.name) {
+                        components.push(c);
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    let mut sources: Vec<&str> = components.iter().map(|c| c.source.as_str()).collect();
+    sources.extend(medians.iter().filter_map(|m| m.source.as_deref()));
+    sources.sort_unstable();
+    sources.dedup();
+
+    let mut sql = String::from("WITH ");
+    let _ = write!(
+        sql,
+        "rx_tz AS (SELECT pharmacy_id, COALESCE(last_value(timezone ORDER BY valid_from), {}) AS tz \
+         FROM pharmacies GROUP BY pharmacy_id)",
+        quote(&def.time.default_timezone)
+    );
+    let grains = slice
+        .grains
+        .iter()
+        .map(|g| format!("({})", quote(g.as_str())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for source in &sources {
+        let _ = write!(
+            sql,
+            ", {source}_facts AS ({facts}), \
+             {source}_events AS (SELECT e.*, o.local_area, o.service_area, o.region, gr.grain, \
+               rx_period_start(gr.grain, e.local_ts, {anchor}) AS period_start \
+             FROM {source}_facts e JOIN pharmacies o ON o.pharmacy_id = e.pharmacy_id \
+               AND o.valid_from <= CAST(e.local_ts AS DATE) \
+               AND (o.valid_to IS NULL OR CAST(e.local_ts AS DATE) < o.valid_to) \
+             CROSS JOIN (VALUES {grains}) AS gr(grain))",
+            facts = facts_sql(def, source)
+        );
+    }
+
+    // Cells: the components per pharmacy, org path and period, every source side by side.
+    let keys = "pharmacy_id, local_area, service_area, region, grain, period_start";
+    let comp_sources: Vec<&str> = {
+        let mut s: Vec<&str> = components.iter().map(|c| c.source.as_str()).collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    };
+    let mut branches = Vec::new();
+    for source in &comp_sources {
+        let cols = components
+            .iter()
+            .map(|c| {
+                if c.source == *source {
+                    let filter = c.filter.as_deref().unwrap_or("TRUE");
+                    format!(
+                        "SUM(CASE WHEN {filter} THEN CAST({} AS DOUBLE) ELSE 0 END) AS {}",
+                        c.value, c.name
+                    )
+                } else {
+                    format!("CAST(NULL AS DOUBLE) AS {}", c.name)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        branches.push(format!(
+            "SELECT {keys}, {cols} FROM {source}_events GROUP BY {keys}"
+        ));
+    }
+    let node_filter = |level: &str| match (&slice.nodes, level) {
+        (Some(nodes), l) if l != "pharmacy" => {
+            format!(" WHERE {} IN ({})", node_expr(l), in_list(nodes))
+        }
+        _ => String::new(),
+    };
+    let mut metric_branches = Vec::new();
+    if !components.is_empty() {
+        let _ = write!(sql, ", cells AS ({})", branches.join(" UNION ALL "));
+        let sums = components
+            .iter()
+            .map(|c| format!("COALESCE(SUM({0}), 0) AS {0}", c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let levels = slice
+            .levels
+            .iter()
+            .map(|l| {
+                format!(
+                    "SELECT {} AS level, {} AS node, grain, period_start, {sums} FROM cells{} \
+                     GROUP BY grain, period_start, {}",
+                    quote(l),
+                    node_expr(l),
+                    node_filter(l),
+                    node_expr(l)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let _ = write!(sql, ", level_cells AS ({levels})");
+        for m in &slice.metrics {
+            let cols = "level, node, grain, period_start";
+            match def.lookup(m) {
+                Some(MetricRef::Component(c)) => metric_branches.push(format!(
+                    "SELECT {cols}, {} AS metric, {} AS value, CAST(NULL AS DOUBLE) AS numerator, \
+                     CAST(NULL AS DOUBLE) AS denominator, 0.0 AS scale FROM level_cells",
+                    quote(m),
+                    c.name
+                )),
+                Some(MetricRef::Defined(d)) if d.kind == MetricKind::Ratio => {
+                    let (num, den) = (
+                        d.numerator.as_deref().unwrap_or("0"),
+                        d.denominator.as_deref().unwrap_or("0"),
+                    );
+                    metric_branches.push(format!(
+                        "SELECT {cols}, {} AS metric, \
+                         CASE WHEN ({den}) > 0 THEN {scale} * ({num}) / ({den}) END AS value, \
+                         CAST({num} AS DOUBLE) AS numerator, CAST({den} AS DOUBLE) AS denominator, \
+                         {scale} AS scale FROM level_cells",
+                        quote(m),
+                        scale = float(d.scale)
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    for d in &medians {
+        let source = d.source.as_deref().unwrap_or("fills");
+        let filter = d.filter.as_deref().unwrap_or("TRUE");
+        let value = d.value.as_deref().unwrap_or("NULL");
+        for l in &slice.levels {
+            let nf = node_filter(l).replace(" WHERE ", " AND ");
+            metric_branches.push(format!(
+                "SELECT {} AS level, {} AS node, grain, period_start, {} AS metric, \
+                 median(CAST({value} AS DOUBLE)) AS value, CAST(NULL AS DOUBLE) AS numerator, \
+                 CAST(NULL AS DOUBLE) AS denominator, -1.0 AS scale \
+                 FROM {source}_events WHERE {filter}{nf} GROUP BY grain, period_start, {}",
+                quote(l),
+                node_expr(l),
+                quote(&d.name),
+                node_expr(l)
+            ));
+        }
+    }
+    if metric_branches.is_empty() {
+        metric_branches.push(
+            "SELECT CAST(NULL AS VARCHAR) AS level, CAST(NULL AS VARCHAR) AS node, \
+             CAST(NULL AS VARCHAR) AS grain, CAST(NULL AS TIMESTAMP) AS period_start, \
+             CAST(NULL AS VARCHAR) AS metric, CAST(NULL AS DOUBLE) AS value, \
+             CAST(NULL AS DOUBLE) AS numerator, CAST(NULL AS DOUBLE) AS denominator, \
+             0.0 AS scale WHERE FALSE"
+                .to_string(),
+        );
+    }
+    let _ = write!(
+        sql,
+        ", metric_rows AS ({})",
+        metric_branches.join(" UNION ALL ")
+    );
+
+    // Ranking direction per metric: +1 ranks ascending (lower is better).
+    let lower: Vec<String> = slice
+        .metrics
+        .iter()
+        .filter(
+            |m| matches!(def.lookup(m), Some(MetricRef::Defined(d)) if d.better == Better::Lower),
+        )
+        .cloned()
+        .collect();
+    let sign = if lower.is_empty() {
+        "-1.0".to_string()
+    } else {
+        format!(
+            "CASE WHEN metric IN ({}) THEN 1.0 ELSE -1.0 END",
+            in_list(&lower)
+        )
+    };
+    let _ = write!(
+        sql,
+        ", peered AS (SELECT m.*, g.peer_group AS pg FROM metric_rows m \
+           LEFT JOIN peer_groups g ON m.level = 'pharmacy' AND g.pharmacy_id = TRY_CAST(m.node AS INT) \
+             AND g.valid_from <= CAST(rx_period_end(m.grain, m.period_start) - INTERVAL '1 microsecond' AS DATE) \
+             AND (g.valid_to IS NULL OR CAST(rx_period_end(m.grain, m.period_start) - INTERVAL '1 microsecond' AS DATE) < g.valid_to)), \
+         ranked AS (SELECT level, node, grain, period_start, metric, value, numerator, denominator, \
+           pg AS peer_group, \
+           CASE WHEN pg IS NULL THEN NULL \
+                WHEN scale > 0 THEN CASE WHEN SUM(denominator) OVER w > 0 \
+                  THEN scale * SUM(numerator) OVER w / SUM(denominator) OVER w END \
+                WHEN scale = 0 THEN AVG(value) OVER w END AS peer_avg, \
+           CASE WHEN pg IS NOT NULL AND value IS NOT NULL THEN RANK() OVER \
+             (PARTITION BY level, grain, period_start, metric, pg, value IS NULL ORDER BY value * {sign}) END AS peer_rank, \
+           CASE WHEN pg IS NOT NULL THEN COUNT(value) OVER w END AS peer_size \
+         FROM peered WINDOW w AS (PARTITION BY level, grain, period_start, metric, pg))"
+    );
+    let node_where = match &slice.nodes {
+        Some(nodes) => format!(" WHERE node IN ({})", in_list(nodes)),
+        None => String::new(),
+    };
+    let _ = write!(
+        sql,
+        " SELECT arrow_cast(level, 'Utf8') AS level, arrow_cast(node, 'Utf8') AS node, \
+           arrow_cast(grain, 'Utf8') AS grain, \
+           arrow_cast(period_start, 'Timestamp(Microsecond, None)') AS period_start, \
+           arrow_cast(metric, 'Utf8') AS metric, CAST(value AS DOUBLE) AS value, \
+           CAST(numerator AS DOUBLE) AS numerator, CAST(denominator AS DOUBLE) AS denominator, \
+           arrow_cast(peer_group, 'Utf8') AS peer_group, CAST(peer_avg AS DOUBLE) AS peer_avg, \
+           CAST(peer_rank AS BIGINT) AS peer_rank, CAST(peer_size AS BIGINT) AS peer_size \
+         FROM ranked{node_where}"
+    );
+    sql
+}
+
+fn float(x: f64) -> String {
+    if x.fract() == 0.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x}")
+    }
+}

@@ -1,0 +1,286 @@
+//! The cube's SQL functions, registered in every rxcube session:
+//!
+//! | function | returns |
+//! |---|---|
+//! | `rx_local_time(instant, tz)` | the local wall-clock TIMESTAMP of an instant in an IANA zone (NULL zone: the default) |
+//! | `rx_period_start(grain, local_ts, anchor)` | the start of the `grain` period holding `local_ts`; pay periods run 14 days from the DATE `anchor` |
+//! | `rx_period_end(grain, period_start)` | the start of the next period |
+//! | `rx_shift_hours(start, end, tz)` | a list of `{local_hour, share}`: the local hours a shift touches and the share of its minutes in each |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Builder, ListBuilder, StructBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Date32Type, Field, Fields, TimeUnit, TimestampMicrosecondType};
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use chrono_tz::Tz;
+use datafusion::common::{DataFusionError, Result, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use rxcube_model::domain::DEFAULT_TIMEZONE;
+
+use crate::time::{Grain, local, period_end, period_start, shift_hours};
+
+/// Registers the cube's functions in `ctx`.
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udf(CubeFn::udf(
+        "rx_local_time",
+        vec![instant_type(), DataType::Utf8],
+        local_type(),
+        local_time,
+    ));
+    ctx.register_udf(CubeFn::udf(
+        "rx_period_start",
+        vec![DataType::Utf8, local_type(), DataType::Date32],
+        local_type(),
+        period_start_kernel,
+    ));
+    ctx.register_udf(CubeFn::udf(
+        "rx_period_end",
+        vec![DataType::Utf8, local_type()],
+        local_type(),
+        period_end_kernel,
+    ));
+    ctx.register_udf(CubeFn::udf(
+        "rx_shift_hours",
+        vec![instant_type(), instant_type(), DataType::Utf8],
+        shift_list_type(),
+        shift_hours_kernel,
+    ));
+}
+
+fn instant_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+fn local_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, None)
+}
+
+/// Time zones by name, parsed once per batch.
+#[derive(Default)]
+struct Zones(HashMap<String, Tz>);
+
+impl Zones {
+    fn get(&mut self, name: Option<&str>) -> Result<Tz> {
+        let name = name.unwrap_or(DEFAULT_TIMEZONE);
+        if let Some(tz) = self.0.get(name) {
+            return Ok(*tz);
+        }
+        let tz: Tz = name.parse().map_err(|_| {
+            DataFusionError::Execution(format!(
+                "'{name}' is not an IANA time zone name (e.g. America/Chicago)"
+            ))
+        })?;
+        self.0.insert(name.to_string(), tz);
+        Ok(tz)
+    }
+}
+
+fn instant(micros: i64) -> Result<DateTime<chrono::Utc>> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| DataFusionError::Execution(format!("instant out of range: {micros} µs")))
+}
+
+fn naive(micros: i64) -> Result<NaiveDateTime> {
+    instant(micros).map(|t| t.naive_utc())
+}
+
+fn micros(t: NaiveDateTime) -> i64 {
+    t.and_utc().timestamp_micros()
+}
+
+fn grain(name: &str) -> Result<Grain> {
+    Grain::parse(name).ok_or_else(|| {
+        DataFusionError::Execution(format!(
+            "unknown grain '{name}'; the grains are {}",
+            Grain::ALL.map(Grain::as_str).join(", ")
+        ))
+    })
+}
+
+/// Text arguments arrive as Utf8, LargeUtf8 or Utf8View: read them all as Utf8.
+fn strings(a: &ArrayRef) -> Result<ArrayRef> {
+    Ok(arrow::compute::cast(a, &DataType::Utf8)?)
+}
+
+/// One of the cube's scalar functions: a name, a signature, a return type and its kernel.
+/// Functions are told apart by name and signature.
+#[derive(Debug)]
+struct CubeFn {
+    name: &'static str,
+    signature: Signature,
+    returns: DataType,
+    kernel: fn(&[ArrayRef]) -> Result<ArrayRef>,
+}
+
+impl PartialEq for CubeFn {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.signature == other.signature
+    }
+}
+impl Eq for CubeFn {}
+impl std::hash::Hash for CubeFn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.signature.hash(state);
+    }
+}
+
+impl CubeFn {
+    fn udf(
+        name: &'static str,
+        args: Vec<DataType>,
+        returns: DataType,
+        kernel: fn(&[ArrayRef]) -> Result<ArrayRef>,
+    ) -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self {
+            name,
+            signature: Signature::exact(args, Volatility::Immutable),
+            returns,
+            kernel,
+        })
+    }
+}
+
+impl ScalarUDFImpl for CubeFn {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(self.returns.clone())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        (self.kernel)(&arrays).map(ColumnarValue::Array)
+    }
+}
+
+fn shift_item_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("local_hour", local_type(), false),
+        Field::new("share", DataType::Float64, false),
+    ])
+}
+
+fn shift_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(shift_item_fields()),
+        true,
+    )))
+}
+
+fn local_time(arrays: &[ArrayRef]) -> Result<ArrayRef> {
+    let at = arrays[0].as_primitive::<TimestampMicrosecondType>();
+    let tz = strings(&arrays[1])?;
+    let tz = tz.as_string::<i32>();
+    let mut zones = Zones::default();
+    let mut out = TimestampMicrosecondBuilder::with_capacity(at.len());
+    for i in 0..at.len() {
+        if at.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let zone = zones.get(tz.is_valid(i).then(|| tz.value(i)))?;
+        out.append_value(micros(local(instant(at.value(i))?, zone)));
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+fn period_start_kernel(arrays: &[ArrayRef]) -> Result<ArrayRef> {
+    let grains = strings(&arrays[0])?;
+    let grains = grains.as_string::<i32>();
+    let t = arrays[1].as_primitive::<TimestampMicrosecondType>();
+    let anchors = arrays[2].as_primitive::<Date32Type>();
+    let mut out = TimestampMicrosecondBuilder::with_capacity(t.len());
+    let mut last: Option<(String, Grain)> = None;
+    for i in 0..t.len() {
+        if t.is_null(i) || grains.is_null(i) || anchors.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let name = grains.value(i);
+        let g = match &last {
+            Some((n, g)) if n == name => *g,
+            _ => {
+                let g = grain(name)?;
+                last = Some((name.to_string(), g));
+                g
+            }
+        };
+        let anchor = Date32Type::to_naive_date_opt(anchors.value(i)).unwrap_or(NaiveDate::MIN);
+        out.append_value(micros(period_start(g, naive(t.value(i))?, anchor)));
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+fn period_end_kernel(arrays: &[ArrayRef]) -> Result<ArrayRef> {
+    let grains = strings(&arrays[0])?;
+    let grains = grains.as_string::<i32>();
+    let t = arrays[1].as_primitive::<TimestampMicrosecondType>();
+    let mut out = TimestampMicrosecondBuilder::with_capacity(t.len());
+    for i in 0..t.len() {
+        if t.is_null(i) || grains.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let g = grain(grains.value(i))?;
+        out.append_value(micros(period_end(g, naive(t.value(i))?)));
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+fn shift_hours_kernel(arrays: &[ArrayRef]) -> Result<ArrayRef> {
+    let start = arrays[0].as_primitive::<TimestampMicrosecondType>();
+    let end = arrays[1].as_primitive::<TimestampMicrosecondType>();
+    let tz = strings(&arrays[2])?;
+    let tz = tz.as_string::<i32>();
+    let mut zones = Zones::default();
+    let item = StructBuilder::new(
+        shift_item_fields(),
+        vec![
+            Box::new(TimestampMicrosecondBuilder::new()),
+            Box::new(Float64Builder::new()),
+        ],
+    );
+    let mut out = ListBuilder::new(item).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Struct(shift_item_fields()),
+        true,
+    )));
+    for i in 0..start.len() {
+        if start.is_null(i) || end.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let zone = zones.get(tz.is_valid(i).then(|| tz.value(i)))?;
+        let hours = shift_hours(instant(start.value(i))?, instant(end.value(i))?, zone);
+        let items = out.values();
+        for (hour, share) in hours {
+            let Some(h) = items.field_builder::<TimestampMicrosecondBuilder>(0) else {
+                return exec_err!("rx_shift_hours: item builder");
+            };
+            h.append_value(micros(hour));
+            let Some(s) = items.field_builder::<Float64Builder>(1) else {
+                return exec_err!("rx_shift_hours: item builder");
+            };
+            s.append_value(share);
+            items.append(true);
+        }
+        out.append(true);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// The anchor date as a SQL literal.
+pub fn date_literal(d: NaiveDate) -> String {
+    format!("DATE '{}'", d.format("%Y-%m-%d"))
+}
