@@ -2,7 +2,9 @@
 //!
 //! Filters on `level`, `grain`, `metric` and `node` (`=`, `IN`, or `OR`s of them) are pushed
 //! into [`Slice`]: the scan then reads only the fact tables those metrics draw on and
-//! aggregates only those levels and grains. DataFusion re-applies every filter above the scan
+//! aggregates only those levels and grains. Bounds on `period_start` become bounds on the
+//! events' instants (widened by the largest UTC offset and the longest period), so the Delta
+//! scans skip the months and row groups outside them. DataFusion re-applies every filter above the scan
 //! (they are *inexact*), so pushing one down never changes an answer. `EXPLAIN` shows the
 //! generated plan under the scan.
 
@@ -11,6 +13,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
+use chrono::NaiveDateTime;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::datasource::TableType;
@@ -92,7 +95,16 @@ impl MetricsTable {
         let mut grains: Option<HashSet<String>> = None;
         let mut metrics: Option<HashSet<String>> = None;
         let mut nodes: Option<HashSet<String>> = None;
+        let (mut period_from, mut period_to) = (None, None);
         for f in filters {
+            if let Some((from, to)) = period_bounds(f) {
+                period_from = period_from.max(from).or(from);
+                period_to = match (period_to, to) {
+                    (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+                    (a, b) => a.or(b),
+                };
+                continue;
+            }
             let Some((column, values)) = column_values(f) else {
                 continue;
             };
@@ -147,6 +159,8 @@ impl MetricsTable {
                 v.sort();
                 v
             }),
+            period_from,
+            period_to,
         })
     }
 }
@@ -194,6 +208,51 @@ fn column_values(e: &Expr) -> Option<(String, Vec<String>)> {
     }
 }
 
+/// Bounds on `period_start` from `period_start <op> TIMESTAMP '...'` (either side) or
+/// `period_start BETWEEN a AND b`: (lowest, highest) allowed, inclusive.
+type Bounds = (Option<NaiveDateTime>, Option<NaiveDateTime>);
+
+fn period_bounds(e: &Expr) -> Option<Bounds> {
+    let is_period = |e: &Expr| matches!(e, Expr::Column(c) if c.name == "period_start");
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (op, value) = match (left.as_ref(), right.as_ref()) {
+                (l, Expr::Literal(v, _)) if is_period(l) => (*op, v),
+                (Expr::Literal(v, _), r) if is_period(r) => (op.swap()?, v),
+                _ => return None,
+            };
+            let t = timestamp(value)?;
+            match op {
+                Operator::Eq => Some((Some(t), Some(t))),
+                Operator::Gt | Operator::GtEq => Some((Some(t), None)),
+                Operator::Lt | Operator::LtEq => Some((None, Some(t))),
+                _ => None,
+            }
+        }
+        Expr::Between(b) if !b.negated && is_period(&b.expr) => {
+            match (b.low.as_ref(), b.high.as_ref()) {
+                (Expr::Literal(l, _), Expr::Literal(h, _)) => {
+                    Some((Some(timestamp(l)?), Some(timestamp(h)?)))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A zone-less timestamp literal as local wall-clock time.
+fn timestamp(v: &ScalarValue) -> Option<NaiveDateTime> {
+    let micros = match v {
+        ScalarValue::TimestampSecond(Some(x), None) => x.checked_mul(1_000_000)?,
+        ScalarValue::TimestampMillisecond(Some(x), None) => x.checked_mul(1_000)?,
+        ScalarValue::TimestampMicrosecond(Some(x), None) => *x,
+        ScalarValue::TimestampNanosecond(Some(x), None) => x.div_euclid(1_000),
+        _ => return None,
+    };
+    chrono::DateTime::from_timestamp_micros(micros).map(|t| t.naive_utc())
+}
+
 fn text(v: &ScalarValue) -> Option<String> {
     match v {
         ScalarValue::Utf8(Some(s))
@@ -223,6 +282,7 @@ impl TableProvider for MetricsTable {
                 Some((c, _)) if ["level", "grain", "metric", "node"].contains(&c.as_str()) => {
                     TableProviderFilterPushDown::Inexact
                 }
+                _ if period_bounds(f).is_some() => TableProviderFilterPushDown::Inexact,
                 _ => TableProviderFilterPushDown::Unsupported,
             })
             .collect())

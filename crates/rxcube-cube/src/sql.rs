@@ -21,6 +21,8 @@
 
 use std::fmt::Write;
 
+use chrono::{Duration, NaiveDateTime};
+
 use crate::definition::{Better, Component, CubeDef, MetricKind, MetricRef};
 use crate::time::Grain;
 use crate::udf::date_literal;
@@ -33,6 +35,48 @@ pub struct Slice {
     pub metrics: Vec<String>,
     /// Restrict to these nodes (applied after ranking, so ranks stay among all peers).
     pub nodes: Option<Vec<String>>,
+    /// Bounds on `period_start` (local wall-clock), inclusive; facts outside the periods they
+    /// allow are not read.
+    pub period_from: Option<NaiveDateTime>,
+    pub period_to: Option<NaiveDateTime>,
+}
+
+/// The widest gap between local wall-clock time and UTC (UTC-12 .. UTC+14), rounded up.
+const MAX_OFFSET_HOURS: i64 = 15;
+
+impl Slice {
+    /// Instant bounds (RFC 3339) that hold every fact of every period the slice allows.
+    fn event_bounds(&self) -> (Option<String>, Option<String>) {
+        let margin = Duration::hours(MAX_OFFSET_HOURS);
+        let longest = self
+            .grains
+            .iter()
+            .map(|g| g.max_length())
+            .max()
+            .unwrap_or(Duration::days(366));
+        let fmt = |t: NaiveDateTime| format!("'{}'", t.format("%Y-%m-%dT%H:%M:%SZ"));
+        (
+            self.period_from.map(|l| fmt(l - margin)),
+            self.period_to.map(|u| fmt(u + longest + margin)),
+        )
+    }
+
+    /// The condition on an event's instant (or a shift's start and end).
+    fn time_filter(&self, start: &str, end: &str) -> String {
+        let (lower, upper) = self.event_bounds();
+        let mut parts = Vec::new();
+        if let Some(l) = lower {
+            parts.push(format!("{end} >= {l}"));
+        }
+        if let Some(u) = upper {
+            parts.push(format!("{start} < {u}"));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", parts.join(" AND "))
+        }
+    }
 }
 
 fn quote(s: &str) -> String {
@@ -59,7 +103,7 @@ fn node_expr(level: &str) -> &'static str {
 }
 
 /// The facts of a source, one row each, with `pharmacy_id` and `local_ts`.
-fn facts_sql(def: &CubeDef, source: &str) -> String {
+fn facts_sql(def: &CubeDef, slice: &Slice, source: &str) -> String {
     let target = def.time.default_target_minutes;
     match source {
         "fills" => format!(
@@ -72,7 +116,8 @@ fn facts_sql(def: &CubeDef, source: &str) -> String {
              FROM rx_fills f JOIN rx_tz z ON z.pharmacy_id = f.pharmacy_id \
              LEFT JOIN peer_groups g ON g.pharmacy_id = f.pharmacy_id \
                AND g.valid_from <= CAST(rx_local_time(f.received_at, z.tz) AS DATE) \
-               AND (g.valid_to IS NULL OR CAST(rx_local_time(f.received_at, z.tz) AS DATE) < g.valid_to)"
+               AND (g.valid_to IS NULL OR CAST(rx_local_time(f.received_at, z.tz) AS DATE) < g.valid_to){}",
+            slice.time_filter("f.filled_at", "f.filled_at")
         ),
         "sales" => "SELECT s.pharmacy_id, s.kind, s.quantity, s.amount, s.rx_id, \
                rx_local_time(s.sold_at, z.tz) AS local_ts \
@@ -83,13 +128,15 @@ fn facts_sql(def: &CubeDef, source: &str) -> String {
              FROM surveys s JOIN rx_tz z ON z.pharmacy_id = s.pharmacy_id"
                 .to_string()
         }
-        _ => "SELECT pharmacy_id, employee_id, pay_code, get_field(h, 'local_hour') AS local_ts, \
+        _ => format!(
+            "SELECT pharmacy_id, employee_id, pay_code, get_field(h, 'local_hour') AS local_ts, \
                CAST(hours AS DOUBLE) * get_field(h, 'share') AS hours, \
                CAST(cost AS DOUBLE) * get_field(h, 'share') AS cost \
              FROM (SELECT p.pharmacy_id, p.employee_id, p.pay_code, p.hours, p.cost, \
                      unnest(rx_shift_hours(p.shift_start, p.shift_end, z.tz)) AS h \
-                   FROM payroll p JOIN rx_tz z ON z.pharmacy_id = p.pharmacy_id)"
-            .to_string(),
+                   FROM payroll p JOIN rx_tz z ON z.pharmacy_id = p.pharmacy_id{})",
+            slice.time_filter("p.shift_start", "p.shift_end")
+        ),
     }
 }
 
@@ -141,7 +188,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
                AND o.valid_from <= CAST(e.local_ts AS DATE) \
                AND (o.valid_to IS NULL OR CAST(e.local_ts AS DATE) < o.valid_to) \
              CROSS JOIN (VALUES {grains}) AS gr(grain))",
-            facts = facts_sql(def, source)
+            facts = facts_sql(def, slice, source)
         );
     }
 
