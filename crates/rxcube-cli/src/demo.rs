@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use rxcube_ingest::{ImportOptions, NoProgress, Status, import};
 use rxcube_model::TableName;
 use rxcube_warehouse::Warehouse;
-use rxcube_warehouse::catalog::{new_session, register_tables};
 
 use crate::output::{Format, print_batches};
 
@@ -132,12 +131,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Path::new(&args.warehouse).display()
     );
     land(&warehouse, false).await?;
-    let ctx = new_session();
-    register_tables(&ctx, &warehouse).await?;
-    rxcube_cube::register(
-        &ctx,
-        std::sync::Arc::new(rxcube_cube::definition_for(&warehouse)?),
-    )?;
+    let ctx = rxcube_cube::session(&warehouse, rxcube_cube::definition_for(&warehouse)?).await?;
     let overview = "\
         SELECT table_name, records FROM ( \
         SELECT 1 AS o, 'pharmacies' AS table_name, count(*) AS records FROM pharmacies UNION ALL \

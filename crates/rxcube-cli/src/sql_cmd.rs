@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use datafusion::prelude::SessionContext;
 use rustyline::error::ReadlineError;
-use rxcube_warehouse::catalog::{new_session, register_tables};
 
 use crate::WarehouseArg;
 use crate::output::{Format, print_batches};
@@ -35,12 +34,7 @@ pub struct SqlArgs {
 
 pub async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
     let warehouse = args.warehouse.open().await?;
-    let ctx = new_session();
-    register_tables(&ctx, &warehouse).await?;
-    rxcube_cube::register(
-        &ctx,
-        std::sync::Arc::new(rxcube_cube::definition_for(&warehouse)?),
-    )?;
+    let ctx = rxcube_cube::session(&warehouse, rxcube_cube::definition_for(&warehouse)?).await?;
     let sql = match (&args.query, &args.file) {
         (Some(q), _) => q.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)

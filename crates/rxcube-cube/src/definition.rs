@@ -10,8 +10,6 @@ use std::path::Path;
 use chrono::NaiveDate;
 use serde::Deserialize;
 
-use crate::time::Grain;
-
 /// The definition shipped with rxcube.
 pub const BUILT_IN: &str = include_str!("../cube.toml");
 
@@ -226,11 +224,6 @@ impl CubeDef {
                 .collect(),
             None => Vec::new(),
         }
-    }
-
-    /// The grains, finest first.
-    pub fn grains(&self) -> [Grain; 7] {
-        Grain::ALL
     }
 }
 

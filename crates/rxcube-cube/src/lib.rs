@@ -39,6 +39,20 @@ pub fn definition_for(warehouse: &rxcube_warehouse::Warehouse) -> Result<CubeDef
 /// The schema holding the cube's relations.
 pub const CUBE_SCHEMA: &str = "cube";
 
+/// A session over `warehouse` as every SQL surface sees it: the landed and system tables
+/// ([`rxcube_warehouse::catalog`]) plus the cube of `def`.
+pub async fn session(
+    warehouse: &rxcube_warehouse::Warehouse,
+    def: CubeDef,
+) -> Result<SessionContext> {
+    let ctx = rxcube_warehouse::catalog::new_session();
+    rxcube_warehouse::catalog::register_tables(&ctx, warehouse)
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    register(&ctx, Arc::new(def))?;
+    Ok(ctx)
+}
+
 /// Registers the cube's functions and relations (`cube.metrics`) in `ctx`, whose default
 /// catalog must already hold the landed tables.
 pub fn register(ctx: &SessionContext, def: Arc<CubeDef>) -> Result<()> {

@@ -98,7 +98,7 @@ impl MetricsTable {
         let (mut period_from, mut period_to) = (None, None);
         for f in filters {
             if let Some((from, to)) = period_bounds(f) {
-                period_from = period_from.max(from).or(from);
+                period_from = period_from.max(from);
                 period_to = match (period_to, to) {
                     (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
                     (a, b) => a.or(b),

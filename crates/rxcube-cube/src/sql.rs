@@ -160,10 +160,13 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
             None => {}
         }
     }
-    let mut sources: Vec<&str> = components.iter().map(|c| c.source.as_str()).collect();
-    sources.extend(medians.iter().filter_map(|m| m.source.as_deref()));
-    sources.sort_unstable();
-    sources.dedup();
+    let comp_sources = distinct(components.iter().map(|c| c.source.as_str()));
+    let sources = distinct(
+        comp_sources
+            .iter()
+            .copied()
+            .chain(medians.iter().filter_map(|m| m.source.as_deref())),
+    );
 
     let mut sql = String::from("WITH ");
     let _ = write!(
@@ -194,12 +197,6 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
 
     // Cells: the components per pharmacy, org path and period, every source side by side.
     let keys = "pharmacy_id, local_area, service_area, region, grain, period_start";
-    let comp_sources: Vec<&str> = {
-        let mut s: Vec<&str> = components.iter().map(|c| c.source.as_str()).collect();
-        s.sort_unstable();
-        s.dedup();
-        s
-    };
     let mut branches = Vec::new();
     for source in &comp_sources {
         let cols = components
@@ -221,11 +218,13 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
             "SELECT {keys}, {cols} FROM {source}_events GROUP BY {keys}"
         ));
     }
-    let node_filter = |level: &str| match (&slice.nodes, level) {
-        (Some(nodes), l) if l != "pharmacy" => {
-            format!(" WHERE {} IN ({})", node_expr(l), in_list(nodes))
+    // Above the pharmacy level a node filter applies before aggregation; at the pharmacy
+    // level it waits until after ranking, so ranks stay among all peers.
+    let node_condition = |level: &str| match &slice.nodes {
+        Some(nodes) if level != "pharmacy" => {
+            Some(format!("{} IN ({})", node_expr(level), in_list(nodes)))
         }
-        _ => String::new(),
+        _ => None,
     };
     let mut metric_branches = Vec::new();
     if !components.is_empty() {
@@ -244,7 +243,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
                      GROUP BY grain, period_start, {}",
                     quote(l),
                     node_expr(l),
-                    node_filter(l),
+                    node_condition(l).map_or(String::new(), |c| format!(" WHERE {c}")),
                     node_expr(l)
                 )
             })
@@ -256,7 +255,8 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
             match def.lookup(m) {
                 Some(MetricRef::Component(c)) => metric_branches.push(format!(
                     "SELECT {cols}, {} AS metric, {} AS value, CAST(NULL AS DOUBLE) AS numerator, \
-                     CAST(NULL AS DOUBLE) AS denominator, 0.0 AS scale FROM level_cells",
+                     CAST(NULL AS DOUBLE) AS denominator, 'component' AS kind, 0.0 AS scale \
+                     FROM level_cells",
                     quote(m),
                     c.name
                 )),
@@ -269,7 +269,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
                         "SELECT {cols}, {} AS metric, \
                          CASE WHEN ({den}) > 0 THEN {scale} * ({num}) / ({den}) END AS value, \
                          CAST({num} AS DOUBLE) AS numerator, CAST({den} AS DOUBLE) AS denominator, \
-                         {scale} AS scale FROM level_cells",
+                         'ratio' AS kind, {scale} AS scale FROM level_cells",
                         quote(m),
                         scale = float(d.scale)
                     ));
@@ -283,11 +283,11 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
         let filter = d.filter.as_deref().unwrap_or("TRUE");
         let value = d.value.as_deref().unwrap_or("NULL");
         for l in &slice.levels {
-            let nf = node_filter(l).replace(" WHERE ", " AND ");
+            let nf = node_condition(l).map_or(String::new(), |c| format!(" AND {c}"));
             metric_branches.push(format!(
                 "SELECT {} AS level, {} AS node, grain, period_start, {} AS metric, \
                  median(CAST({value} AS DOUBLE)) AS value, CAST(NULL AS DOUBLE) AS numerator, \
-                 CAST(NULL AS DOUBLE) AS denominator, -1.0 AS scale \
+                 CAST(NULL AS DOUBLE) AS denominator, 'median' AS kind, 0.0 AS scale \
                  FROM {source}_events WHERE {filter}{nf} GROUP BY grain, period_start, {}",
                 quote(l),
                 node_expr(l),
@@ -302,7 +302,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
              CAST(NULL AS VARCHAR) AS grain, CAST(NULL AS TIMESTAMP) AS period_start, \
              CAST(NULL AS VARCHAR) AS metric, CAST(NULL AS DOUBLE) AS value, \
              CAST(NULL AS DOUBLE) AS numerator, CAST(NULL AS DOUBLE) AS denominator, \
-             0.0 AS scale WHERE FALSE"
+             'component' AS kind, 0.0 AS scale WHERE FALSE"
                 .to_string(),
         );
     }
@@ -338,9 +338,9 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
          ranked AS (SELECT level, node, grain, period_start, metric, value, numerator, denominator, \
            pg AS peer_group, \
            CASE WHEN pg IS NULL THEN NULL \
-                WHEN scale > 0 THEN CASE WHEN SUM(denominator) OVER w > 0 \
+                WHEN kind = 'ratio' THEN CASE WHEN SUM(denominator) OVER w > 0 \
                   THEN scale * SUM(numerator) OVER w / SUM(denominator) OVER w END \
-                WHEN scale = 0 THEN AVG(value) OVER w END AS peer_avg, \
+                WHEN kind = 'component' THEN AVG(value) OVER w END AS peer_avg, \
            CASE WHEN pg IS NOT NULL AND value IS NOT NULL THEN RANK() OVER \
              (PARTITION BY level, grain, period_start, metric, pg, value IS NULL ORDER BY value * {sign}) END AS peer_rank, \
            CASE WHEN pg IS NOT NULL THEN COUNT(value) OVER w END AS peer_size \
@@ -362,6 +362,14 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
          FROM ranked{node_where}"
     );
     sql
+}
+
+/// The distinct values, sorted.
+fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = values.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 fn float(x: f64) -> String {

@@ -4,7 +4,6 @@
 //! Floats print with 4 decimals, NULL as `NULL`, timestamps as ISO 8601.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type};
@@ -15,7 +14,6 @@ use datafusion::prelude::SessionContext;
 use rxcube_ingest::{ImportOptions, NoProgress, Status, import};
 use rxcube_model::TableName;
 use rxcube_warehouse::Warehouse;
-use rxcube_warehouse::catalog::{new_session, register_tables};
 use sqllogictest::{DBOutput, DefaultColumnType};
 
 struct Db {
@@ -114,9 +112,9 @@ async fn run_suite(fixture: &str, suite: &str) {
 async fn run_suite_with(fixture: &str, suite: &str, def: rxcube_cube::CubeDef) {
     let dir = tempfile::tempdir().expect("tempdir");
     let warehouse = land(fixture, &dir.path().join("w")).await;
-    let ctx = new_session();
-    register_tables(&ctx, &warehouse).await.expect("tables");
-    rxcube_cube::register(&ctx, Arc::new(def)).expect("cube");
+    let ctx = rxcube_cube::session(&warehouse, def)
+        .await
+        .expect("session");
     let mut runner = sqllogictest::Runner::new(|| {
         let ctx = ctx.clone();
         async move { Ok(Db { ctx }) }
@@ -152,9 +150,9 @@ async fn a_metric_added_in_the_definition_is_served() {
 async fn filters_on_the_slice_prune_the_fact_tables_read() {
     let dir = tempfile::tempdir().expect("tempdir");
     let warehouse = land("tiny", &dir.path().join("w")).await;
-    let ctx = new_session();
-    register_tables(&ctx, &warehouse).await.expect("tables");
-    rxcube_cube::register(&ctx, Arc::new(rxcube_cube::CubeDef::built_in())).expect("cube");
+    let ctx = rxcube_cube::session(&warehouse, rxcube_cube::CubeDef::built_in())
+        .await
+        .expect("session");
     let plan_of = |sql: String| {
         let ctx = ctx.clone();
         async move {

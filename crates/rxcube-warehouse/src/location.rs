@@ -98,7 +98,7 @@ impl Warehouse {
     }
 
     /// An unloaded handle on the table location `name`, for a first write that creates it.
-    pub(crate) async fn handle(&self, name: &str) -> Result<DeltaTable> {
+    pub(crate) fn handle(&self, name: &str) -> Result<DeltaTable> {
         let url = self.table_url(name);
         if let Ok(path) = url.to_file_path() {
             std::fs::create_dir_all(&path).map_err(|e| WarehouseError::Location {

@@ -133,7 +133,7 @@ impl Warehouse {
             table: table.name().into(),
             source: e.into(),
         })?;
-        let handle = self.handle(table.location()).await?;
+        let handle = self.handle(table.location())?;
         handle
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)

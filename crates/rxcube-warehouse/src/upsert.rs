@@ -68,7 +68,7 @@ impl Warehouse {
             if inserted == 0 {
                 return Ok(UpsertOutcome::default());
             }
-            let table = self.handle(def.name).await?;
+            let table = self.handle(def.name)?;
             let table = self.append(def, table, source, commit, true).await?;
             return Ok(UpsertOutcome {
                 inserted,
