@@ -15,8 +15,8 @@
 //! 4. `metric_rows`: one row per cell and metric: ratios divide once (NULL when the denominator
 //!    is not positive), medians come straight from the events.
 //! 5. At the pharmacy level: the peer group in effect on the period's last local day, the
-//!    peer-group average (pooled for ratios, the mean per pharmacy for components; not yet
-//!    computed for medians), `RANK()` (direction-aware; NULL values unranked) and the number of
+//!    peer-group average (pooled for ratios, the mean per pharmacy for components, the median
+//!    of the pooled facts for medians), `RANK()` (direction-aware; NULL values unranked) and the number of
 //!    ranked peers.
 
 use std::fmt::Write;
@@ -296,6 +296,39 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
             ));
         }
     }
+    // The peer-group median pools the facts of every pharmacy in the peer group (the one in
+    // effect on the period's last local day), so it is computed from the events, not the cells.
+    let peer_medians = !medians.is_empty() && slice.levels.contains(&"pharmacy");
+    if peer_medians {
+        let mut branches = Vec::new();
+        for d in &medians {
+            let source = d.source.as_deref().unwrap_or("fills");
+            let filter = d.filter.as_deref().unwrap_or("TRUE");
+            let value = d.value.as_deref().unwrap_or("NULL");
+            branches.push(format!(
+                "SELECT e.grain, e.period_start, {} AS metric, p.pg, \
+                   median(CAST({value} AS DOUBLE)) AS peer_median \
+                 FROM {source}_events e JOIN {source}_peers p ON p.pharmacy_id = e.pharmacy_id \
+                   AND p.grain = e.grain AND p.period_start = e.period_start \
+                 WHERE {filter} GROUP BY e.grain, e.period_start, p.pg",
+                quote(&d.name)
+            ));
+        }
+        for source in distinct(
+            medians
+                .iter()
+                .map(|d| d.source.as_deref().unwrap_or("fills")),
+        ) {
+            let _ = write!(
+                sql,
+                ", {source}_peers AS (SELECT c.pharmacy_id, c.grain, c.period_start, g.peer_group AS pg \
+                 FROM (SELECT DISTINCT pharmacy_id, grain, period_start FROM {source}_events) c \
+                 JOIN peer_groups g ON g.pharmacy_id = c.pharmacy_id AND {})",
+                valid_on_last_day("g", "c")
+            );
+        }
+        let _ = write!(sql, ", peer_medians AS ({})", branches.join(" UNION ALL "));
+    }
     if metric_branches.is_empty() {
         metric_branches.push(
             "SELECT CAST(NULL AS VARCHAR) AS level, CAST(NULL AS VARCHAR) AS node, \
@@ -331,20 +364,29 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
     };
     let _ = write!(
         sql,
-        ", peered AS (SELECT m.*, g.peer_group AS pg FROM metric_rows m \
+        ", peered AS (SELECT m.*, g.peer_group AS pg{pm_col} FROM metric_rows m \
            LEFT JOIN peer_groups g ON m.level = 'pharmacy' AND g.pharmacy_id = TRY_CAST(m.node AS INT) \
-             AND g.valid_from <= CAST(rx_period_end(m.grain, m.period_start) - INTERVAL '1 microsecond' AS DATE) \
-             AND (g.valid_to IS NULL OR CAST(rx_period_end(m.grain, m.period_start) - INTERVAL '1 microsecond' AS DATE) < g.valid_to)), \
+             AND {last_day}{pm_join}), \
          ranked AS (SELECT level, node, grain, period_start, metric, value, numerator, denominator, \
            pg AS peer_group, \
            CASE WHEN pg IS NULL THEN NULL \
                 WHEN kind = 'ratio' THEN CASE WHEN SUM(denominator) OVER w > 0 \
                   THEN scale * SUM(numerator) OVER w / SUM(denominator) OVER w END \
-                WHEN kind = 'component' THEN AVG(value) OVER w END AS peer_avg, \
+                WHEN kind = 'component' THEN AVG(value) OVER w \
+                WHEN kind = 'median' THEN {pm_value} END AS peer_avg, \
            CASE WHEN pg IS NOT NULL AND value IS NOT NULL THEN RANK() OVER \
              (PARTITION BY level, grain, period_start, metric, pg, value IS NULL ORDER BY value * {sign}) END AS peer_rank, \
            CASE WHEN pg IS NOT NULL THEN COUNT(value) OVER w END AS peer_size \
-         FROM peered WINDOW w AS (PARTITION BY level, grain, period_start, metric, pg))"
+         FROM peered WINDOW w AS (PARTITION BY level, grain, period_start, metric, pg))",
+        last_day = valid_on_last_day("g", "m"),
+        pm_col = if peer_medians { ", pm.peer_median" } else { "" },
+        pm_join = if peer_medians {
+            " LEFT JOIN peer_medians pm ON m.level = 'pharmacy' AND pm.grain = m.grain \
+              AND pm.period_start = m.period_start AND pm.metric = m.metric AND pm.pg = g.peer_group"
+        } else {
+            ""
+        },
+        pm_value = if peer_medians { "peer_median" } else { "NULL" },
     );
     let node_where = match &slice.nodes {
         Some(nodes) => format!(" WHERE node IN ({})", in_list(nodes)),
@@ -362,6 +404,15 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
          FROM ranked{node_where}"
     );
     sql
+}
+
+/// The condition that an effective-dated row `r` (valid_from inclusive, valid_to exclusive,
+/// NULL = open) is in effect on the last local day of the period of `p` (grain, period_start).
+fn valid_on_last_day(r: &str, p: &str) -> String {
+    let day = format!(
+        "CAST(rx_period_end({p}.grain, {p}.period_start) - INTERVAL '1 microsecond' AS DATE)"
+    );
+    format!("{r}.valid_from <= {day} AND ({r}.valid_to IS NULL OR {day} < {r}.valid_to)")
 }
 
 /// The distinct values, sorted.
