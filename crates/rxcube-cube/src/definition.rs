@@ -61,12 +61,16 @@ pub struct Component {
     pub source: String,
     pub value: String,
     pub filter: Option<String>,
+    /// Which way ranks run when the component is ranked on its own (default higher).
+    #[serde(default)]
+    pub better: Better,
     pub doc: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Better {
+    #[default]
     Higher,
     Lower,
 }
@@ -210,6 +214,34 @@ impl CubeDef {
             .find(|m| m.name == name)
             .map(MetricRef::Defined)
             .or_else(|| self.component(name).map(MetricRef::Component))
+    }
+
+    /// Which way a metric or component ranks (unknown names rank higher-first).
+    pub fn better(&self, name: &str) -> Better {
+        match self.lookup(name) {
+            Some(MetricRef::Defined(m)) => m.better,
+            Some(MetricRef::Component(c)) => c.better,
+            None => Better::Higher,
+        }
+    }
+
+    /// SQL for the ranking direction of the metric named by `column`: 1.0 where lower is
+    /// better, -1.0 where higher is; `value * direction` sorts best first.
+    pub fn direction_sql(&self, column: &str) -> String {
+        let lower: Vec<String> = self
+            .metric_names()
+            .into_iter()
+            .filter(|m| self.better(m) == Better::Lower)
+            .map(|m| format!("'{m}'"))
+            .collect();
+        if lower.is_empty() {
+            "-1.0".to_string()
+        } else {
+            format!(
+                "CASE WHEN {column} IN ({}) THEN 1.0 ELSE -1.0 END",
+                lower.join(", ")
+            )
+        }
     }
 
     /// The components a metric is computed from.

@@ -23,7 +23,7 @@ use std::fmt::Write;
 
 use chrono::{Duration, NaiveDateTime};
 
-use crate::definition::{Better, Component, CubeDef, MetricKind, MetricRef};
+use crate::definition::{Component, CubeDef, MetricKind, MetricRef};
 use crate::time::Grain;
 use crate::udf::date_literal;
 
@@ -39,6 +39,9 @@ pub struct Slice {
     /// allow are not read.
     pub period_from: Option<NaiveDateTime>,
     pub period_to: Option<NaiveDateTime>,
+    /// Whether the peer columns are read: without them there is no peer ranking, and a node
+    /// filter applies before aggregation at the pharmacy level too.
+    pub peers: bool,
 }
 
 /// The widest gap between local wall-clock time and UTC (UTC-12 .. UTC+14), rounded up.
@@ -79,7 +82,7 @@ impl Slice {
     }
 }
 
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -221,7 +224,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
     // Above the pharmacy level a node filter applies before aggregation; at the pharmacy
     // level it waits until after ranking, so ranks stay among all peers.
     let node_condition = |level: &str| match &slice.nodes {
-        Some(nodes) if level != "pharmacy" => {
+        Some(nodes) if level != "pharmacy" || !slice.peers => {
             Some(format!("{} IN ({})", node_expr(level), in_list(nodes)))
         }
         _ => None,
@@ -298,7 +301,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
     }
     // The peer-group median pools the facts of every pharmacy in the peer group (the one in
     // effect on the period's last local day), so it is computed from the events, not the cells.
-    let peer_medians = !medians.is_empty() && slice.levels.contains(&"pharmacy");
+    let peer_medians = slice.peers && !medians.is_empty() && slice.levels.contains(&"pharmacy");
     if peer_medians {
         let mut branches = Vec::new();
         for d in &medians {
@@ -345,23 +348,36 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
         metric_branches.join(" UNION ALL ")
     );
 
-    // Ranking direction per metric: +1 ranks ascending (lower is better).
-    let lower: Vec<String> = slice
-        .metrics
-        .iter()
-        .filter(
-            |m| matches!(def.lookup(m), Some(MetricRef::Defined(d)) if d.better == Better::Lower),
-        )
-        .cloned()
-        .collect();
-    let sign = if lower.is_empty() {
-        "-1.0".to_string()
+    let from = if slice.peers && slice.levels.contains(&"pharmacy") {
+        sql.push_str(&peer_ranking(def, peer_medians));
+        "ranked"
     } else {
-        format!(
-            "CASE WHEN metric IN ({}) THEN 1.0 ELSE -1.0 END",
-            in_list(&lower)
-        )
+        "(SELECT *, CAST(NULL AS VARCHAR) AS peer_group, CAST(NULL AS DOUBLE) AS peer_avg, \
+           CAST(NULL AS BIGINT) AS peer_rank, CAST(NULL AS BIGINT) AS peer_size FROM metric_rows)"
     };
+    let node_where = match &slice.nodes {
+        Some(nodes) => format!(" WHERE node IN ({})", in_list(nodes)),
+        None => String::new(),
+    };
+    let _ = write!(
+        sql,
+        " SELECT arrow_cast(level, 'Utf8') AS level, arrow_cast(node, 'Utf8') AS node, \
+           arrow_cast(grain, 'Utf8') AS grain, \
+           arrow_cast(period_start, 'Timestamp(Microsecond, None)') AS period_start, \
+           arrow_cast(metric, 'Utf8') AS metric, CAST(value AS DOUBLE) AS value, \
+           CAST(numerator AS DOUBLE) AS numerator, CAST(denominator AS DOUBLE) AS denominator, \
+           arrow_cast(peer_group, 'Utf8') AS peer_group, CAST(peer_avg AS DOUBLE) AS peer_avg, \
+           CAST(peer_rank AS BIGINT) AS peer_rank, CAST(peer_size AS BIGINT) AS peer_size \
+         FROM {from}{node_where}"
+    );
+    sql
+}
+
+/// The CTEs `peered` and `ranked`: the peer group on the period's last day, the peer average,
+/// `RANK()` and the peers ranked.
+fn peer_ranking(def: &CubeDef, peer_medians: bool) -> String {
+    let mut sql = String::new();
+    let sign = def.direction_sql("metric");
     let _ = write!(
         sql,
         ", peered AS (SELECT m.*, g.peer_group AS pg{pm_col} FROM metric_rows m \
@@ -388,27 +404,12 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
         },
         pm_value = if peer_medians { "peer_median" } else { "NULL" },
     );
-    let node_where = match &slice.nodes {
-        Some(nodes) => format!(" WHERE node IN ({})", in_list(nodes)),
-        None => String::new(),
-    };
-    let _ = write!(
-        sql,
-        " SELECT arrow_cast(level, 'Utf8') AS level, arrow_cast(node, 'Utf8') AS node, \
-           arrow_cast(grain, 'Utf8') AS grain, \
-           arrow_cast(period_start, 'Timestamp(Microsecond, None)') AS period_start, \
-           arrow_cast(metric, 'Utf8') AS metric, CAST(value AS DOUBLE) AS value, \
-           CAST(numerator AS DOUBLE) AS numerator, CAST(denominator AS DOUBLE) AS denominator, \
-           arrow_cast(peer_group, 'Utf8') AS peer_group, CAST(peer_avg AS DOUBLE) AS peer_avg, \
-           CAST(peer_rank AS BIGINT) AS peer_rank, CAST(peer_size AS BIGINT) AS peer_size \
-         FROM ranked{node_where}"
-    );
     sql
 }
 
 /// The condition that an effective-dated row `r` (valid_from inclusive, valid_to exclusive,
 /// NULL = open) is in effect on the last local day of the period of `p` (grain, period_start).
-fn valid_on_last_day(r: &str, p: &str) -> String {
+pub(crate) fn valid_on_last_day(r: &str, p: &str) -> String {
     let day = format!(
         "CAST(rx_period_end({p}.grain, {p}.period_start) - INTERVAL '1 microsecond' AS DATE)"
     );

@@ -132,6 +132,11 @@ async fn tiny_chain_metrics() {
     run_suite("tiny", "metrics.slt").await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn tiny_chain_relations() {
+    run_suite("tiny", "relations.slt").await;
+}
+
 /// A new ratio metric takes a few lines of the cube definition and no Rust.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_metric_added_in_the_definition_is_served() {
@@ -180,18 +185,35 @@ async fn filters_on_the_slice_prune_the_fact_tables_read() {
             .filter(|t| plan.contains(t))
             .collect::<Vec<_>>()
     };
-    let plan = plan_of(
-        "SELECT * FROM cube.metrics WHERE level = 'region' AND grain = 'pay_period' \
-         AND metric = 'on_time_pct'"
-            .into(),
-    )
-    .await;
-    assert_eq!(scans(&plan), ["/rx_fills/"], "{plan}");
-    let plan = plan_of(
-        "SELECT * FROM cube.metrics WHERE level = 'region' AND grain = 'pay_period' \
-         AND metric IN ('labor_cost_per_rx', 'csat_pct')"
-            .into(),
-    )
-    .await;
-    assert_eq!(scans(&plan), ["/pos/", "/payroll/", "/surveys/"], "{plan}");
+    // A wide view computes only the metric columns read; rankings and the budget pass their
+    // filters down to cube.metrics.
+    let cases: [(&str, &[&str]); 5] = [
+        (
+            "SELECT * FROM cube.metrics WHERE level = 'region' AND grain = 'pay_period' \
+             AND metric = 'on_time_pct'",
+            &["/rx_fills/"],
+        ),
+        (
+            "SELECT * FROM cube.metrics WHERE level = 'region' AND grain = 'pay_period' \
+             AND metric IN ('labor_cost_per_rx', 'csat_pct')",
+            &["/pos/", "/payroll/", "/surveys/"],
+        ),
+        (
+            "SELECT node, on_time_pct FROM cube.region_month",
+            &["/rx_fills/"],
+        ),
+        (
+            "SELECT * FROM cube.rankings WHERE level = 'pharmacy' AND grain = 'week' \
+             AND metric = 'csat_pct'",
+            &["/surveys/"],
+        ),
+        (
+            "SELECT * FROM cube.budget WHERE node = '1'",
+            &["/pos/", "/payroll/"],
+        ),
+    ];
+    for (sql, expected) in cases {
+        let plan = plan_of(sql.to_string()).await;
+        assert_eq!(scans(&plan), expected, "{sql}\n{plan}");
+    }
 }

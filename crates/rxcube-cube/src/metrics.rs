@@ -1,28 +1,24 @@
-//! `cube.metrics`: a table provider that plans each query's slice of the cube.
+//! `cube.metrics`: the relation that plans each query's slice of the cube.
 //!
 //! Filters on `level`, `grain`, `metric` and `node` (`=`, `IN`, or `OR`s of them) are pushed
 //! into [`Slice`]: the scan then reads only the fact tables those metrics draw on and
 //! aggregates only those levels and grains. Bounds on `period_start` become bounds on the
 //! events' instants (widened by the largest UTC offset and the longest period), so the Delta
-//! scans skip the months and row groups outside them. DataFusion re-applies every filter above the scan
-//! (they are *inexact*), so pushing one down never changes an answer. `EXPLAIN` shows the
-//! generated plan under the scan.
+//! scans skip the months and row groups outside them. A query that reads no peer column gets no
+//! peer ranking, so its node filter applies before aggregation at every level. DataFusion
+//! re-applies every filter above the scan (they are *inexact*), so pushing one down never
+//! changes an answer. `EXPLAIN` shows the generated plan under the scan.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use async_trait::async_trait;
+use arrow::datatypes::{DataType, TimeUnit};
 use chrono::NaiveDateTime;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
-use datafusion::datasource::TableType;
-use datafusion::execution::context::SessionState;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::SessionContext;
+use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
 use crate::definition::{CubeDef, LEVELS};
+use crate::relation::{Column, Relation};
 use crate::sql::{Slice, metrics_sql};
 use crate::time::Grain;
 
@@ -60,49 +56,41 @@ pub const COLUMNS: [(&str, &str); 12] = [
     ("peer_size", "pharmacy level: peers with a value"),
 ];
 
-pub fn schema() -> SchemaRef {
-    let ty = |name: &str| match name {
-        "period_start" => DataType::Timestamp(TimeUnit::Microsecond, None),
-        "value" | "numerator" | "denominator" | "peer_avg" => DataType::Float64,
-        "peer_rank" | "peer_size" => DataType::Int64,
-        _ => DataType::Utf8,
-    };
-    Arc::new(Schema::new(
-        COLUMNS
-            .iter()
-            .map(|(n, _)| Field::new(*n, ty(n), true))
-            .collect::<Vec<_>>(),
-    ))
-}
+/// The peer columns: a query reading none of them needs no peer ranking.
+const PEER_COLUMNS: [&str; 4] = ["peer_group", "peer_avg", "peer_rank", "peer_size"];
 
 #[derive(Debug)]
 pub struct MetricsTable {
     def: Arc<CubeDef>,
-    schema: SchemaRef,
+    columns: Vec<Column>,
 }
 
 impl MetricsTable {
     pub fn new(def: Arc<CubeDef>) -> Self {
+        let ty = |name: &str| match name {
+            "period_start" => DataType::Timestamp(TimeUnit::Microsecond, None),
+            "value" | "numerator" | "denominator" | "peer_avg" => DataType::Float64,
+            "peer_rank" | "peer_size" => DataType::Int64,
+            _ => DataType::Utf8,
+        };
         Self {
             def,
-            schema: schema(),
+            columns: COLUMNS
+                .iter()
+                .map(|(n, doc)| Column::new(*n, ty(n), *doc))
+                .collect(),
         }
     }
 
     /// The slice of the cube that `filters` (ANDed) select.
-    pub fn slice(&self, filters: &[Expr]) -> Result<Slice> {
+    pub fn slice(&self, filters: &[Expr], peers: bool) -> Result<Slice> {
         let mut levels: Option<HashSet<String>> = None;
         let mut grains: Option<HashSet<String>> = None;
         let mut metrics: Option<HashSet<String>> = None;
         let mut nodes: Option<HashSet<String>> = None;
-        let (mut period_from, mut period_to) = (None, None);
+        let (period_from, period_to) = period_window(filters);
         for f in filters {
-            if let Some((from, to)) = period_bounds(f) {
-                period_from = period_from.max(from);
-                period_to = match (period_to, to) {
-                    (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
-                    (a, b) => a.or(b),
-                };
+            if period_bounds(f).is_some() {
                 continue;
             }
             let Some((column, values)) = column_values(f) else {
@@ -161,6 +149,7 @@ impl MetricsTable {
             }),
             period_from,
             period_to,
+            peers,
         })
     }
 }
@@ -210,7 +199,20 @@ fn column_values(e: &Expr) -> Option<(String, Vec<String>)> {
 
 /// Bounds on `period_start` from `period_start <op> TIMESTAMP '...'` (either side) or
 /// `period_start BETWEEN a AND b`: (lowest, highest) allowed, inclusive.
-type Bounds = (Option<NaiveDateTime>, Option<NaiveDateTime>);
+pub(crate) type Bounds = (Option<NaiveDateTime>, Option<NaiveDateTime>);
+
+/// The bounds on `period_start` that all of `filters` (ANDed) allow.
+pub(crate) fn period_window(filters: &[Expr]) -> Bounds {
+    let (mut from, mut to) = (None, None);
+    for (lo, hi) in filters.iter().filter_map(period_bounds) {
+        from = from.max(lo);
+        to = match (to, hi) {
+            (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+            (a, b) => a.or(b),
+        };
+    }
+    (from, to)
+}
 
 fn period_bounds(e: &Expr) -> Option<Bounds> {
     let is_period = |e: &Expr| matches!(e, Expr::Column(c) if c.name == "period_start");
@@ -262,59 +264,24 @@ fn text(v: &ScalarValue) -> Option<String> {
     }
 }
 
-#[async_trait]
-impl TableProvider for MetricsTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+impl Relation for MetricsTable {
+    fn doc(&self) -> String {
+        "One row per org level, node, time grain, period and metric: every metric and additive \
+         component of the cube definition (cube.metric_definitions), computed from the landed \
+         tables. Ratios are pooled; at the pharmacy level each row carries its peer group, the \
+         peer-group average, RANK() among the peers and the peers ranked. Filters on level, \
+         node, grain, metric and period_start limit what is read."
+            .to_string()
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::View
+    fn columns(&self) -> &[Column] {
+        &self.columns
     }
 
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| match column_values(f) {
-                Some((c, _)) if ["level", "grain", "metric", "node"].contains(&c.as_str()) => {
-                    TableProviderFilterPushDown::Inexact
-                }
-                _ if period_bounds(f).is_some() => TableProviderFilterPushDown::Inexact,
-                _ => TableProviderFilterPushDown::Unsupported,
-            })
-            .collect())
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let slice = self.slice(filters)?;
-        let sql = metrics_sql(&self.def, &slice);
-        tracing::debug!(?slice, %sql, "cube.metrics slice");
-        let state = state
-            .as_any()
-            .downcast_ref::<SessionState>()
-            .ok_or_else(|| DataFusionError::Internal("cube.metrics needs a SessionState".into()))?;
-        // The slice is planned and optimized here, then embedded in the outer plan, whose
-        // optimizer runs over it again: dynamic filters built now would be invalidated by the
-        // outer join reordering, so the outer pass adds them instead.
-        let mut state = state.clone();
-        let optimizer = &mut state.config_mut().options_mut().optimizer;
-        optimizer.enable_dynamic_filter_pushdown = false;
-        optimizer.enable_join_dynamic_filter_pushdown = false;
-        let ctx = SessionContext::new_with_state(state);
-        let df = ctx.sql(&sql).await?;
-        let columns: Vec<&str> = match projection {
-            Some(p) => p.iter().map(|i| COLUMNS[*i].0).collect(),
-            None => COLUMNS.iter().map(|(n, _)| *n).collect(),
-        };
-        df.select_columns(&columns)?.create_physical_plan().await
+    fn sql(&self, filters: &[Expr], projection: &[&str]) -> Result<String> {
+        let peers = projection.iter().any(|c| PEER_COLUMNS.contains(c));
+        let slice = self.slice(filters, peers)?;
+        tracing::debug!(?slice, "cube.metrics slice");
+        Ok(metrics_sql(&self.def, &slice))
     }
 }

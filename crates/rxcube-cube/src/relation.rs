@@ -1,0 +1,259 @@
+//! One table provider for every cube relation: a relation is SQL generated per query.
+//!
+//! A [`Relation`] declares its columns (with their documentation) and writes the SQL that
+//! answers a query from the query's filters and projected columns; `cube.metrics` writes only
+//! the slice the filters select, the wide views only the metrics projected. [`CubeTable`] plans
+//! that SQL in the caller's session, applies the filters inside it (so DataFusion pushes them
+//! on down to `cube.metrics` and the Delta scans), and casts the result to the declared schema.
+//! Every filter is *inexact*: DataFusion re-applies it above the scan, so a relation that
+//! ignores one is still answered right.
+//!
+//! The documentation is the relation's `CREATE` text, visible through
+//! `information_schema.views` and `SHOW CREATE TABLE`.
+
+use std::fmt::{Debug, Write};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column as ColumnRef, DataFusionError, Result};
+use datafusion::datasource::TableType;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, cast, col};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+
+/// A column of a relation and what it means.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub data_type: DataType,
+    pub doc: String,
+}
+
+impl Column {
+    pub fn new(name: impl Into<String>, data_type: DataType, doc: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            data_type,
+            doc: doc.into(),
+        }
+    }
+}
+
+/// A relation of the cube, answered by SQL generated per query.
+pub trait Relation: Debug + Send + Sync + 'static {
+    /// What the relation holds, one paragraph.
+    fn doc(&self) -> String;
+    fn columns(&self) -> &[Column];
+    /// The SQL answering a query that keeps the rows passing `filters` (ANDed; columns named
+    /// without qualifier) and reads `projection`. The result must have at least the projected
+    /// columns, by name; it may have more rows than the filters keep.
+    fn sql(&self, filters: &[Expr], projection: &[&str]) -> Result<String>;
+    /// How the relation is computed, for its `CREATE` text.
+    fn body(&self) -> String {
+        "-- generated per query from the cube definition".to_string()
+    }
+}
+
+/// The table provider of a [`Relation`].
+#[derive(Debug)]
+pub struct CubeTable<R> {
+    name: String,
+    relation: R,
+    schema: SchemaRef,
+    definition: String,
+}
+
+impl<R: Relation> CubeTable<R> {
+    /// `name` is the qualified name shown in the relation's `CREATE` text.
+    pub fn new(name: impl Into<String>, relation: R) -> Self {
+        let schema = Arc::new(Schema::new(
+            relation
+                .columns()
+                .iter()
+                .map(|c| Field::new(&c.name, c.data_type.clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let name = name.into();
+        let definition = create_text(&name, &relation);
+        Self {
+            name,
+            relation,
+            schema,
+            definition,
+        }
+    }
+
+    pub fn relation(&self) -> &R {
+        &self.relation
+    }
+}
+
+/// A relation's documentation as a `CREATE VIEW` statement with column comments.
+fn create_text(name: &str, relation: &dyn Relation) -> String {
+    let mut text = String::new();
+    for line in wrap(&relation.doc(), 96) {
+        let _ = writeln!(text, "-- {line}");
+    }
+    let _ = writeln!(text, "CREATE VIEW {name} (");
+    let columns = relation.columns();
+    for (i, c) in columns.iter().enumerate() {
+        let comma = if i + 1 < columns.len() { "," } else { "" };
+        let _ = writeln!(
+            text,
+            "  {} {} COMMENT '{}'{comma}",
+            c.name,
+            sql_type(&c.data_type),
+            c.doc.replace('\'', "''")
+        );
+    }
+    let _ = write!(text, ") AS\n{}", relation.body());
+    text
+}
+
+fn sql_type(t: &DataType) -> &'static str {
+    match t {
+        DataType::Utf8 => "VARCHAR",
+        DataType::Float64 => "DOUBLE",
+        DataType::Int64 => "BIGINT",
+        DataType::Int32 => "INT",
+        DataType::Boolean => "BOOLEAN",
+        DataType::Date32 => "DATE",
+        DataType::Timestamp(_, None) => "TIMESTAMP",
+        _ => "OTHER",
+    }
+}
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("never empty");
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(word.to_string());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
+}
+
+/// A filter that can be evaluated inside the relation's SQL: no volatile functions (their
+/// results would differ) and no subqueries.
+fn pushable(e: &Expr) -> bool {
+    let mut ok = !e.is_volatile();
+    let _ = e.apply(|n| {
+        if matches!(
+            n,
+            Expr::ScalarSubquery(_)
+                | Expr::Exists(_)
+                | Expr::InSubquery(_)
+                | Expr::OuterReferenceColumn(..)
+        ) {
+            ok = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    ok
+}
+
+/// The filter with its columns named without qualifier, as the relation's SQL names them.
+fn unqualified(e: &Expr) -> Result<Expr> {
+    e.clone()
+        .transform(|n| match n {
+            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(ColumnRef::new_unqualified(
+                c.name,
+            )))),
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data)
+}
+
+#[async_trait]
+impl<R: Relation> TableProvider for CubeTable<R> {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        Some(&self.definition)
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if pushable(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let filters = filters
+            .iter()
+            .map(unqualified)
+            .collect::<Result<Vec<_>>>()?;
+        let columns: Vec<&Column> = match projection {
+            Some(p) => p.iter().map(|i| &self.relation.columns()[*i]).collect(),
+            None => self.relation.columns().iter().collect(),
+        };
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        let sql = self.relation.sql(&filters, &names)?;
+        tracing::debug!(relation = %self.name, %sql, "cube relation");
+        let state = state
+            .as_any()
+            .downcast_ref::<SessionState>()
+            .ok_or_else(|| {
+                DataFusionError::Internal("cube relations need a SessionState".into())
+            })?;
+        // The SQL is planned and optimized here, then embedded in the outer plan, whose
+        // optimizer runs over it again: dynamic filters built now would be invalidated by the
+        // outer join reordering, so the outer pass adds them instead.
+        let mut state = state.clone();
+        let optimizer = &mut state.config_mut().options_mut().optimizer;
+        optimizer.enable_dynamic_filter_pushdown = false;
+        optimizer.enable_join_dynamic_filter_pushdown = false;
+        let ctx = SessionContext::new_with_state(state);
+        let mut df = ctx.sql(&sql).await?;
+        for f in filters {
+            df = df.filter(f)?;
+        }
+        df.select(
+            columns
+                .iter()
+                .map(|c| {
+                    cast(
+                        col(ColumnRef::new_unqualified(&c.name)),
+                        c.data_type.clone(),
+                    )
+                    .alias(&c.name)
+                })
+                .collect::<Vec<_>>(),
+        )?
+        .create_physical_plan()
+        .await
+    }
+}
