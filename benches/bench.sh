@@ -2,6 +2,7 @@
 # Runs rxcube's benchmarks against DuckDB on the same data, in one run, and prints ratios.
 #
 #   benches/bench.sh import [--fills 10000000]    # import of generated fills vs DuckDB CSV->Parquet
+#   benches/bench.sh cube [--fills 20000000]      # raw-path cube queries vs DuckDB SQL on the same Parquet
 #
 # Builds rxcube in release mode and creates a Python venv with DuckDB (benches/requirements.txt).
 # Data and outputs go to benches/out/ (ignored by git). Record figures in benches/RESULTS.md.

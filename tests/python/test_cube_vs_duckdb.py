@@ -5,6 +5,7 @@ recomputes the metric straight from the domain's definitions:
 - local time by the pharmacy's zone (ICU `timezone()`);
 - org path and peer group in effect on the local date;
 - target minutes at the local received_at date;
+- payroll spread over the shift pro rata by the minutes in each local hour;
 - pay periods of 14 days from 2024-01-07;
 - pooled ratios and interpolated medians.
 It shares no code with rxcube. The slices (pharmacies, periods) are drawn at random with a
@@ -26,7 +27,7 @@ PAY_PERIOD = f"(CAST({ANCHOR} AS TIMESTAMP) + INTERVAL 14 DAY * CAST(floor(date_
 
 def views(con, wh):
     con.execute("SET TimeZone = 'UTC'")
-    for t in ["pharmacies", "peer_groups", "rx_fills", "pos", "surveys"]:
+    for t in ["pharmacies", "peer_groups", "rx_fills", "pos", "surveys", "payroll"]:
         con.execute(f"CREATE OR REPLACE VIEW {t} AS SELECT * FROM delta_scan('{wh}/{t}')")
     con.execute("""
         CREATE OR REPLACE VIEW tz AS
@@ -42,6 +43,19 @@ def views(con, wh):
                            AND g.valid_from <= CAST(timezone(z.tz, f.received_at) AS DATE)
                            AND (g.valid_to IS NULL OR CAST(timezone(z.tz, f.received_at) AS DATE) < g.valid_to)), 15) AS target
         FROM rx_fills f JOIN tz z USING (pharmacy_id)""")
+    # Payroll spread over the shift: one piece per UTC hour the shift touches, clipped to the
+    # shift, with share = piece / shift. US zones are whole hours off UTC, so a UTC hour is a
+    # local hour; local_ts is the piece's start on the pharmacy's wall clock.
+    con.execute("""
+        CREATE OR REPLACE VIEW labor AS
+        SELECT pharmacy_id, timezone(tz, piece_start) AS local_ts,
+               CAST(hours AS DOUBLE) * share AS hours, CAST(cost AS DOUBLE) * share AS cost
+        FROM (
+          SELECT p.pharmacy_id, z.tz, p.hours, p.cost, greatest(h.h, p.shift_start) AS piece_start,
+                 epoch_us(least(h.h + INTERVAL 1 HOUR, p.shift_end) - greatest(h.h, p.shift_start))
+                   / epoch_us(p.shift_end - p.shift_start) AS share
+          FROM payroll p JOIN tz z USING (pharmacy_id),
+               LATERAL (SELECT unnest(range(date_trunc('hour', p.shift_start), p.shift_end, INTERVAL 1 HOUR)) AS h) h)""")
 
 
 def close(a, b):
@@ -138,4 +152,71 @@ def test_hourly_median_processing_minutes_for_a_random_day(demo_warehouse, con):
           AND CAST(local_ts AS DATE) = DATE '{day}'
         GROUP BY 1, 2""").fetchall()
     assert len(theirs) > 5
+    compare(ours, theirs, ("node", "p"))
+
+
+def test_labor_cost_per_rx_per_pharmacy_and_pay_period(demo_warehouse, con):
+    rng = random.Random(23)
+    picked = sorted(rng.sample(pharmacy_ids(con), 3))
+    ours = rxcube_json(demo_warehouse, f"""
+        SELECT node, CAST(period_start AS VARCHAR) AS p, value, numerator, denominator
+        FROM cube.metrics WHERE level = 'pharmacy' AND grain = 'pay_period' AND metric = 'labor_cost_per_rx'
+          AND node IN ({', '.join(f"'{p}'" for p in picked)})""")
+    for r in ours:
+        r["p"] = r["p"].replace("T", " ")
+    # A cell exists where the pharmacy has any payroll piece or any sale in the period.
+    theirs = con.execute(f"""
+        WITH l AS (
+          SELECT pharmacy_id, {PAY_PERIOD.format(t='local_ts')} AS p, sum(cost) AS cost
+          FROM labor GROUP BY 1, 2),
+        s AS (
+          SELECT s.pharmacy_id, {PAY_PERIOD.format(t='timezone(z.tz, s.sold_at)')} AS p,
+                 CAST(sum(CASE WHEN kind = 'rx' THEN quantity ELSE 0 END) AS DOUBLE) AS rx
+          FROM pos s JOIN tz z USING (pharmacy_id) GROUP BY 1, 2)
+        SELECT CAST(pharmacy_id AS VARCHAR), strftime(p, '%Y-%m-%d %H:%M:%S'),
+               CASE WHEN coalesce(rx, 0) > 0 THEN coalesce(cost, 0) / rx END,
+               coalesce(cost, 0), coalesce(rx, 0)
+        FROM l FULL JOIN s USING (pharmacy_id, p)
+        WHERE pharmacy_id IN ({', '.join(map(str, picked))})""").fetchall()
+    assert len(theirs) > 10
+    assert any(row[3] > 0 for row in theirs) and any(row[4] > 0 for row in theirs)
+    compare(ours, theirs, ("node", "p"))
+
+
+def test_daily_labor_hours_over_a_random_pay_period(demo_warehouse, con):
+    rng = random.Random(31)
+    pharmacy = rng.choice(pharmacy_ids(con))
+    periods = [r[0] for r in con.execute(
+        f"SELECT strftime({PAY_PERIOD.format(t='local_ts')}, '%Y-%m-%d') FROM labor "
+        f"WHERE pharmacy_id = {pharmacy} GROUP BY 1 ORDER BY 1").fetchall()]
+    start = rng.choice(periods)
+    ours = rxcube_json(demo_warehouse, f"""
+        SELECT node, CAST(period_start AS VARCHAR) AS p, value, numerator, denominator FROM cube.metrics
+        WHERE level = 'pharmacy' AND node = '{pharmacy}' AND grain = 'day' AND metric = 'labor_hours'
+          AND period_start >= TIMESTAMP '{start} 00:00:00' AND period_start < TIMESTAMP '{start} 00:00:00' + INTERVAL '14 days'""")
+    for r in ours:
+        r["p"] = r["p"].replace("T", " ")
+    theirs = con.execute(f"""
+        SELECT CAST(pharmacy_id AS VARCHAR), strftime(date_trunc('day', local_ts), '%Y-%m-%d %H:%M:%S'),
+               sum(hours), NULL, NULL
+        FROM labor WHERE pharmacy_id = {pharmacy}
+          AND CAST(local_ts AS DATE) >= DATE '{start}' AND CAST(local_ts AS DATE) < DATE '{start}' + 14
+        GROUP BY 1, 2""").fetchall()
+    assert len(theirs) > 5
+    compare(ours, theirs, ("node", "p"))
+
+
+def test_region_consolidation_of_labor_cost_by_month_as_was(demo_warehouse, con):
+    ours = rxcube_json(demo_warehouse, """
+        SELECT node, CAST(period_start AS VARCHAR) AS p, value, numerator, denominator
+        FROM cube.metrics WHERE level = 'region' AND grain = 'month' AND metric = 'labor_cost'""")
+    for r in ours:
+        r["p"] = r["p"].replace("T", " ")
+    theirs = con.execute("""
+        SELECT o.region, strftime(date_trunc('month', local_ts), '%Y-%m-%d %H:%M:%S'), sum(l.cost), NULL, NULL
+        FROM labor l JOIN pharmacies o ON o.pharmacy_id = l.pharmacy_id
+          AND o.valid_from <= CAST(local_ts AS DATE)
+          AND (o.valid_to IS NULL OR CAST(local_ts AS DATE) < o.valid_to)
+        GROUP BY 1, 2""").fetchall()
+    assert len(theirs) >= 2
     compare(ours, theirs, ("node", "p"))

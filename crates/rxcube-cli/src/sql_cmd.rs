@@ -28,6 +28,10 @@ pub struct SqlArgs {
     /// Read the SQL from a file (statements separated by ';').
     #[arg(short = 'f', long = "file", conflicts_with = "query", value_parser = crate::existing_file)]
     file: Option<PathBuf>,
+    /// After each statement, print its row count and wall time (planning and execution,
+    /// not printing) to stderr.
+    #[arg(long)]
+    timing: bool,
     /// The SQL to run. With neither a query nor -f, an interactive prompt opens.
     query: Option<String>,
 }
@@ -39,11 +43,11 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
         (Some(q), _) => q.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?,
-        (None, None) => return repl(&ctx, args.format).await,
+        (None, None) => return repl(&ctx, args.format, args.timing).await,
     };
     let mut failed = false;
     for statement in split_statements(&sql) {
-        if let Err(e) = run_statement(&ctx, &statement, args.format).await {
+        if let Err(e) = run_statement(&ctx, &statement, args.format, args.timing).await {
             eprintln!("error: {e:#}");
             failed = true;
             break;
@@ -56,10 +60,35 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn run_statement(ctx: &SessionContext, sql: &str, format: Format) -> anyhow::Result<()> {
+async fn run_statement(
+    ctx: &SessionContext,
+    sql: &str,
+    format: Format,
+    timing: bool,
+) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
     let batches = ctx.sql(sql).await?.collect().await?;
+    let elapsed = start.elapsed();
     let mut out = std::io::stdout().lock();
-    print_batches(&mut out, &batches, format)
+    match print_batches(&mut out, &batches, format) {
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Err(e) if is_broken_pipe(&e) => std::process::exit(0),
+        other => other?,
+    }
+    if timing {
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        eprintln!("({rows} rows, {:.3} s)", elapsed.as_secs_f64());
+    }
+    Ok(())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<arrow::error::ArrowError>()
+                .is_some_and(|a| matches!(a, arrow::error::ArrowError::IoError(_, io) if io.kind() == std::io::ErrorKind::BrokenPipe))
+    })
 }
 
 /// Splits a script on `;` outside string literals, quoted identifiers and comments.
@@ -109,7 +138,7 @@ fn history_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rxcube_history"))
 }
 
-async fn repl(ctx: &SessionContext, format: Format) -> anyhow::Result<ExitCode> {
+async fn repl(ctx: &SessionContext, format: Format, timing: bool) -> anyhow::Result<ExitCode> {
     let mut editor = rustyline::DefaultEditor::new()?;
     let history = history_path();
     if let Some(h) = &history {
@@ -132,7 +161,7 @@ async fn repl(ctx: &SessionContext, format: Format) -> anyhow::Result<ExitCode> 
                         "\\q" | "quit" | "exit" => break,
                         "\\d" => {
                             editor.add_history_entry(trimmed)?;
-                            if let Err(e) = run_statement(ctx, "SHOW TABLES", format).await {
+                            if let Err(e) = run_statement(ctx, "SHOW TABLES", format, false).await {
                                 eprintln!("error: {e:#}");
                             }
                             continue;
@@ -145,7 +174,7 @@ async fn repl(ctx: &SessionContext, format: Format) -> anyhow::Result<ExitCode> 
                 if trimmed.ends_with(';') {
                     editor.add_history_entry(buffer.trim())?;
                     for statement in split_statements(&buffer) {
-                        if let Err(e) = run_statement(ctx, &statement, format).await {
+                        if let Err(e) = run_statement(ctx, &statement, format, timing).await {
                             eprintln!("error: {e:#}");
                         }
                     }

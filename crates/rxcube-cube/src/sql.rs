@@ -122,15 +122,17 @@ fn facts_sql(def: &CubeDef, slice: &Slice, source: &str) -> String {
                AND (g.valid_to IS NULL OR CAST(rx_local_time(f.received_at, z.tz) AS DATE) < g.valid_to){}",
             slice.time_filter("f.filled_at", "f.filled_at")
         ),
-        "sales" => "SELECT s.pharmacy_id, s.kind, s.quantity, s.amount, s.rx_id, \
+        "sales" => format!(
+            "SELECT s.pharmacy_id, s.kind, s.quantity, s.amount, s.rx_id, \
                rx_local_time(s.sold_at, z.tz) AS local_ts \
-             FROM pos s JOIN rx_tz z ON z.pharmacy_id = s.pharmacy_id"
-            .to_string(),
-        "surveys" => {
+             FROM pos s JOIN rx_tz z ON z.pharmacy_id = s.pharmacy_id{}",
+            slice.time_filter("s.sold_at", "s.sold_at")
+        ),
+        "surveys" => format!(
             "SELECT s.pharmacy_id, s.rating, rx_local_time(s.responded_at, z.tz) AS local_ts \
-             FROM surveys s JOIN rx_tz z ON z.pharmacy_id = s.pharmacy_id"
-                .to_string()
-        }
+             FROM surveys s JOIN rx_tz z ON z.pharmacy_id = s.pharmacy_id{}",
+            slice.time_filter("s.responded_at", "s.responded_at")
+        ),
         _ => format!(
             "SELECT pharmacy_id, employee_id, pay_code, get_field(h, 'local_hour') AS local_ts, \
                CAST(hours AS DOUBLE) * get_field(h, 'share') AS hours, \

@@ -216,4 +216,19 @@ async fn filters_on_the_slice_prune_the_fact_tables_read() {
         let plan = plan_of(sql.to_string()).await;
         assert_eq!(scans(&plan), expected, "{sql}\n{plan}");
     }
+    // A bound on period_start bounds the instants every fact scan reads.
+    let plan = plan_of(
+        "SELECT * FROM cube.metrics WHERE level = 'region' AND grain = 'day' \
+         AND period_start = TIMESTAMP '2024-03-05 00:00:00' \
+         AND metric IN ('labor_cost_per_rx', 'csat_pct', 'on_time_pct')"
+            .into(),
+    )
+    .await;
+    for column in ["filled_at", "sold_at", "responded_at", "shift_start"] {
+        assert!(
+            plan.contains(&format!("predicate={column}@"))
+                || plan.contains(&format!("AND {column}@")),
+            "no bound on {column}:\n{plan}"
+        );
+    }
 }
