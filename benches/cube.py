@@ -245,7 +245,19 @@ def duck_queries():
               + "," + cells)
     return {
         "score_card": f"WITH {period}, {peers}, {ranked} SELECT metric, value, peer_avg, peer_rank, peer_size FROM ranked WHERE pharmacy_id = {PHARMACY} ORDER BY metric",
-        "peer_ranking": f"WITH {period}, {peers}, {ranked} SELECT CAST(pharmacy_id AS VARCHAR), peer_group, value, peer_avg, peer_rank, peer_size FROM ranked WHERE metric = 'on_time_pct' ORDER BY 1",
+        "peer_ranking": f"""
+            WITH {facts_sql(PERIOD, hi, only=("fills",))},
+            cells AS (SELECT pharmacy_id, count(*) FILTER (WHERE channel = 'local') AS local_fills,
+                             count(*) FILTER (WHERE channel = 'local' AND minutes < target) AS on_time
+                      FROM fills GROUP BY pharmacy_id),
+            {peers},
+            ranked AS (SELECT pharmacy_id, peer_group, {ratio('on_time', 'local_fills', 100.0)} AS value,
+                              {ratio('sum(on_time) OVER (PARTITION BY peer_group)', 'sum(local_fills) OVER (PARTITION BY peer_group)', 100.0)} AS peer_avg
+                       FROM peered)
+            SELECT CAST(pharmacy_id AS VARCHAR), peer_group, value, peer_avg,
+                   CASE WHEN value IS NOT NULL THEN rank() OVER (PARTITION BY peer_group, value IS NULL ORDER BY value DESC) END,
+                   count(value) OVER (PARTITION BY peer_group)
+            FROM ranked ORDER BY 1""",
         "region_month": f"WITH {region} SELECT region, strftime(month, '%Y-%m-%dT%H:%M:%S'), "
                         + ", ".join(f"{ratio(n, d, s)}" for n, d, s in METRICS.values())
                         + " FROM cells ORDER BY 1, 2",

@@ -10,10 +10,12 @@
 //!    over the local hours they touch, pro rata by minutes.
 //! 2. `<source>_events`: facts joined to the org path in effect on their local date ("as was"),
 //!    and bucketed into each requested grain (`period_start`).
-//! 3. `cells`: the additive components per pharmacy, org path and period; `level_cells` sums
-//!    them per org node (pooled: sums first, ratios last).
-//! 4. `metric_rows`: one row per cell and metric: ratios divide once (NULL when the denominator
-//!    is not positive), medians come straight from the events.
+//! 3. `level_cells`: per org node of each requested level, grain and period, the additive
+//!    components summed (pooled: sums first, ratios last) and the medians taken, in one
+//!    aggregation per source. DataFusion inlines every reference to a CTE, so no CTE that reads
+//!    facts is referenced twice: the levels are crossed with the events, not unioned.
+//! 4. `metric_rows`: one row per cell and metric, picked from the cell by metric name: ratios
+//!    divide once (NULL when the denominator is not positive).
 //! 5. At the pharmacy level: the peer group in effect on the period's last local day, the
 //!    peer-group average (pooled for ratios, the mean per pharmacy for components, the median
 //!    of the pooled facts for medians), `RANK()` (direction-aware; NULL values unranked) and the number of
@@ -200,107 +202,150 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
         );
     }
 
-    // Cells: the components per pharmacy, org path and period, every source side by side.
-    let keys = "pharmacy_id, local_area, service_area, region, grain, period_start";
-    let mut branches = Vec::new();
-    for source in &comp_sources {
-        let cols = components
-            .iter()
-            .map(|c| {
-                if c.source == *source {
-                    let filter = c.filter.as_deref().unwrap_or("TRUE");
-                    format!(
-                        "SUM(CASE WHEN {filter} THEN CAST({} AS DOUBLE) ELSE 0 END) AS {}",
-                        c.value, c.name
-                    )
-                } else {
-                    format!("CAST(NULL AS DOUBLE) AS {}", c.name)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        branches.push(format!(
-            "SELECT {keys}, {cols} FROM {source}_events GROUP BY {keys}"
-        ));
-    }
-    // Above the pharmacy level a node filter applies before aggregation; at the pharmacy
-    // level it waits until after ranking, so ranks stay among all peers.
-    let node_condition = |level: &str| match &slice.nodes {
-        Some(nodes) if level != "pharmacy" || !slice.peers => {
-            Some(format!("{} IN ({})", node_expr(level), in_list(nodes)))
-        }
-        _ => None,
+    // DataFusion inlines every reference to a CTE, so each source's events are read by one
+    // aggregation only: every requested level at once (the events crossed with the levels),
+    // the components summed and the medians taken side by side.
+    // One level: its node straight from the event's columns, so a node filter reaches the
+    // fact scan. Several: the events crossed with the levels.
+    let (level, node, levels_join) = match slice.levels.as_slice() {
+        [one] => (quote(one), node_expr(one).to_string(), String::new()),
+        many => (
+            "lv.level".to_string(),
+            format!(
+                "CASE lv.level {} END",
+                many.iter()
+                    .map(|l| format!("WHEN {} THEN {}", quote(l), node_expr(l)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            format!(
+                " CROSS JOIN (VALUES {}) AS lv(level)",
+                many.iter()
+                    .map(|l| format!("({})", quote(l)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
     };
-    let mut metric_branches = Vec::new();
-    if !components.is_empty() {
-        let _ = write!(sql, ", cells AS ({})", branches.join(" UNION ALL "));
-        let sums = components
-            .iter()
-            .map(|c| format!("COALESCE(SUM({0}), 0) AS {0}", c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let levels = slice
-            .levels
-            .iter()
-            .map(|l| {
-                format!(
-                    "SELECT {} AS level, {} AS node, grain, period_start, {sums} FROM cells{} \
-                     GROUP BY grain, period_start, {}",
-                    quote(l),
-                    node_expr(l),
-                    node_condition(l).map_or(String::new(), |c| format!(" WHERE {c}")),
-                    node_expr(l)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let _ = write!(sql, ", level_cells AS ({levels})");
-        for m in &slice.metrics {
-            let cols = "level, node, grain, period_start";
-            match def.lookup(m) {
-                Some(MetricRef::Component(c)) => metric_branches.push(format!(
-                    "SELECT {cols}, {} AS metric, {} AS value, CAST(NULL AS DOUBLE) AS numerator, \
-                     CAST(NULL AS DOUBLE) AS denominator, 'component' AS kind, 0.0 AS scale \
-                     FROM level_cells",
-                    quote(m),
-                    c.name
-                )),
-                Some(MetricRef::Defined(d)) if d.kind == MetricKind::Ratio => {
-                    let (num, den) = (
-                        d.numerator.as_deref().unwrap_or("0"),
-                        d.denominator.as_deref().unwrap_or("0"),
-                    );
-                    metric_branches.push(format!(
-                        "SELECT {cols}, {} AS metric, \
-                         CASE WHEN ({den}) > 0 THEN {scale} * ({num}) / ({den}) END AS value, \
-                         CAST({num} AS DOUBLE) AS numerator, CAST({den} AS DOUBLE) AS denominator, \
-                         'ratio' AS kind, {scale} AS scale FROM level_cells",
-                        quote(m),
-                        scale = float(d.scale)
-                    ));
+    // Above the pharmacy level a node filter applies before aggregation; at the pharmacy
+    // level (with peer columns) it waits until after ranking, so ranks stay among all peers.
+    let node_filter = match &slice.nodes {
+        Some(nodes) => {
+            let keep = format!("{node} IN ({})", in_list(nodes));
+            match (slice.peers, slice.levels.as_slice()) {
+                (true, [only]) if *only == "pharmacy" => String::new(),
+                (true, many) if many.contains(&"pharmacy") => {
+                    format!(" WHERE ({level} = 'pharmacy' OR {keep})")
                 }
-                _ => {}
+                _ => format!(" WHERE {keep}"),
             }
         }
+        None => String::new(),
+    };
+    let mut source_cells = Vec::new();
+    for source in &sources {
+        let mut cols = Vec::new();
+        for c in &components {
+            cols.push(if c.source == *source {
+                let filter = c.filter.as_deref().unwrap_or("TRUE");
+                format!(
+                    "SUM(CASE WHEN {filter} THEN CAST({} AS DOUBLE) ELSE 0 END) AS {}",
+                    c.value, c.name
+                )
+            } else {
+                format!("CAST(NULL AS DOUBLE) AS {}", c.name)
+            });
+        }
+        for d in &medians {
+            cols.push(if d.source.as_deref() == Some(*source) {
+                format!(
+                    "median(CASE WHEN {} THEN CAST({} AS DOUBLE) END) AS {}",
+                    d.filter.as_deref().unwrap_or("TRUE"),
+                    d.value.as_deref().unwrap_or("NULL"),
+                    d.name
+                )
+            } else {
+                format!("CAST(NULL AS DOUBLE) AS {}", d.name)
+            });
+        }
+        source_cells.push(format!(
+            "SELECT {level} AS level, {node} AS node, grain, period_start, {} \
+             FROM {source}_events e{levels_join}{node_filter} \
+             GROUP BY {level}, {node}, grain, period_start",
+            cols.join(", ")
+        ));
     }
-    for d in &medians {
-        let source = d.source.as_deref().unwrap_or("fills");
-        let filter = d.filter.as_deref().unwrap_or("TRUE");
-        let value = d.value.as_deref().unwrap_or("NULL");
-        for l in &slice.levels {
-            let nf = node_condition(l).map_or(String::new(), |c| format!(" AND {c}"));
-            metric_branches.push(format!(
-                "SELECT {} AS level, {} AS node, grain, period_start, {} AS metric, \
-                 median(CAST({value} AS DOUBLE)) AS value, CAST(NULL AS DOUBLE) AS numerator, \
-                 CAST(NULL AS DOUBLE) AS denominator, 'median' AS kind, 0.0 AS scale \
-                 FROM {source}_events WHERE {filter}{nf} GROUP BY grain, period_start, {}",
-                quote(l),
-                node_expr(l),
-                quote(&d.name),
-                node_expr(l)
-            ));
+    let merged = components
+        .iter()
+        .map(|c| format!("COALESCE(SUM({0}), 0) AS {0}", c.name))
+        .chain(medians.iter().map(|d| format!("MAX({0}) AS {0}", d.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // One row per cell and metric: the metrics' values, numerators and denominators side by
+    // side in the cell, then picked by metric name.
+    let mut rows = Vec::new();
+    let (mut values, mut numerators, mut denominators) = (Vec::new(), Vec::new(), Vec::new());
+    for m in &slice.metrics {
+        let name = quote(m);
+        match def.lookup(m) {
+            Some(MetricRef::Component(c)) => {
+                rows.push(format!("({name}, 'component', 0.0)"));
+                values.push(format!("WHEN {name} THEN {}", c.name));
+            }
+            Some(MetricRef::Defined(d)) if d.kind == MetricKind::Ratio => {
+                let (num, den) = (
+                    d.numerator.as_deref().unwrap_or("0"),
+                    d.denominator.as_deref().unwrap_or("0"),
+                );
+                let scale = float(d.scale);
+                rows.push(format!("({name}, 'ratio', {scale})"));
+                values.push(format!(
+                    "WHEN {name} THEN CASE WHEN ({den}) > 0 THEN {scale} * ({num}) / ({den}) END"
+                ));
+                numerators.push(format!("WHEN {name} THEN CAST({num} AS DOUBLE)"));
+                denominators.push(format!("WHEN {name} THEN CAST({den} AS DOUBLE)"));
+            }
+            Some(MetricRef::Defined(d)) => {
+                rows.push(format!("({name}, 'median', 0.0)"));
+                values.push(format!("WHEN {name} THEN {}", d.name));
+            }
+            None => {}
         }
     }
+    let pick = |whens: &[String]| {
+        if whens.is_empty() {
+            "CAST(NULL AS DOUBLE)".to_string()
+        } else {
+            format!("CASE m.metric {} END", whens.join(" "))
+        }
+    };
+    let metric_rows = if source_cells.is_empty() || rows.is_empty() {
+        "SELECT CAST(NULL AS VARCHAR) AS level, CAST(NULL AS VARCHAR) AS node, \
+         CAST(NULL AS VARCHAR) AS grain, CAST(NULL AS TIMESTAMP) AS period_start, \
+         CAST(NULL AS VARCHAR) AS metric, CAST(NULL AS DOUBLE) AS value, \
+         CAST(NULL AS DOUBLE) AS numerator, CAST(NULL AS DOUBLE) AS denominator, \
+         'component' AS kind, 0.0 AS scale WHERE FALSE"
+            .to_string()
+    } else {
+        let _ = write!(
+            sql,
+            ", level_cells AS (SELECT level, node, grain, period_start, {merged} \
+             FROM ({}) GROUP BY level, node, grain, period_start)",
+            source_cells.join(" UNION ALL ")
+        );
+        // A median has no row where no fact passes its filter (a ratio's zero denominator
+        // does have one, with a NULL value).
+        format!(
+            "SELECT * FROM (SELECT c.level, c.node, c.grain, c.period_start, m.metric, \
+               {} AS value, {} AS numerator, {} AS denominator, m.kind, m.scale \
+             FROM level_cells c CROSS JOIN (VALUES {}) AS m(metric, kind, scale)) \
+             WHERE kind <> 'median' OR value IS NOT NULL",
+            pick(&values),
+            pick(&numerators),
+            pick(&denominators),
+            rows.join(", ")
+        )
+    };
     // The peer-group median pools the facts of every pharmacy in the peer group (the one in
     // effect on the period's last local day), so it is computed from the events, not the cells.
     let peer_medians = slice.peers && !medians.is_empty() && slice.levels.contains(&"pharmacy");
@@ -334,21 +379,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
         }
         let _ = write!(sql, ", peer_medians AS ({})", branches.join(" UNION ALL "));
     }
-    if metric_branches.is_empty() {
-        metric_branches.push(
-            "SELECT CAST(NULL AS VARCHAR) AS level, CAST(NULL AS VARCHAR) AS node, \
-             CAST(NULL AS VARCHAR) AS grain, CAST(NULL AS TIMESTAMP) AS period_start, \
-             CAST(NULL AS VARCHAR) AS metric, CAST(NULL AS DOUBLE) AS value, \
-             CAST(NULL AS DOUBLE) AS numerator, CAST(NULL AS DOUBLE) AS denominator, \
-             'component' AS kind, 0.0 AS scale WHERE FALSE"
-                .to_string(),
-        );
-    }
-    let _ = write!(
-        sql,
-        ", metric_rows AS ({})",
-        metric_branches.join(" UNION ALL ")
-    );
+    let _ = write!(sql, ", metric_rows AS ({metric_rows})");
 
     let from = if slice.peers && slice.levels.contains(&"pharmacy") {
         sql.push_str(&peer_ranking(def, peer_medians));
