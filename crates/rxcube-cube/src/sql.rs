@@ -231,7 +231,18 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
     // level (with peer columns) it waits until after ranking, so ranks stay among all peers.
     let node_filter = match &slice.nodes {
         Some(nodes) => {
-            let keep = format!("{node} IN ({})", in_list(nodes));
+            let ids: Option<Vec<i64>> = nodes.iter().map(|n| n.parse().ok()).collect();
+            let keep = match (slice.levels.as_slice(), ids) {
+                // Pharmacy ids compare as integers, as stored (no cast per fact).
+                ([only], Some(ids)) if *only == "pharmacy" => format!(
+                    "pharmacy_id IN ({})",
+                    ids.iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => format!("{node} IN ({})", in_list(nodes)),
+            };
             match (slice.peers, slice.levels.as_slice()) {
                 (true, [only]) if *only == "pharmacy" => String::new(),
                 (true, many) if many.contains(&"pharmacy") => {
