@@ -147,6 +147,43 @@ fn facts_sql(def: &CubeDef, slice: &Slice, source: &str) -> String {
     }
 }
 
+/// The fact sources whose rows are plain events (no derived columns): when only additive
+/// components draw on them, they are summed per pharmacy and 15-minute UTC bucket before the
+/// time-zone conversion. Every zone offset is a whole number of quarter hours, so a bucket lies
+/// in one local hour (and one local date): the cells come out the same from far fewer rows.
+const BUCKETED: [(&str, &str, &str); 2] = [
+    ("sales", "pos", "sold_at"),
+    ("surveys", "surveys", "responded_at"),
+];
+
+/// The components of `source` summed per pharmacy and bucket, with the bucket's local time.
+fn bucketed_facts_sql(slice: &Slice, table: &str, ts: &str, components: &[&Component]) -> String {
+    let sums = components
+        .iter()
+        .map(|c| {
+            format!(
+                "SUM(CASE WHEN {} THEN CAST({} AS DOUBLE) ELSE 0 END) AS {}",
+                c.filter.as_deref().unwrap_or("TRUE"),
+                c.value,
+                c.name
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = components
+        .iter()
+        .map(|c| format!("b.{}", c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT b.pharmacy_id, rx_local_time(b.bucket, z.tz) AS local_ts, {names} \
+         FROM (SELECT s.pharmacy_id, date_bin(INTERVAL '15 minutes', s.{ts}) AS bucket, {sums} \
+               FROM {table} s{} GROUP BY s.pharmacy_id, date_bin(INTERVAL '15 minutes', s.{ts})) b \
+         JOIN rx_tz z ON z.pharmacy_id = b.pharmacy_id",
+        slice.time_filter(&format!("s.{ts}"), &format!("s.{ts}"))
+    )
+}
+
 /// Generates the query for `slice`. Output columns: level, node, grain, period_start, metric,
 /// value, numerator, denominator, peer_group, peer_avg, peer_rank, peer_size.
 pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
@@ -188,17 +225,43 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
         .map(|g| format!("({})", quote(g.as_str())))
         .collect::<Vec<_>>()
         .join(", ");
+    let bucketed = |source: &str| {
+        BUCKETED
+            .iter()
+            .find(|(name, ..)| *name == source)
+            .filter(|_| !medians.iter().any(|d| d.source.as_deref() == Some(source)))
+    };
     for source in &sources {
+        let facts = match bucketed(source) {
+            Some((_, table, ts)) => {
+                let mine: Vec<&Component> = components
+                    .iter()
+                    .copied()
+                    .filter(|c| c.source == *source)
+                    .collect();
+                bucketed_facts_sql(slice, table, ts, &mine)
+            }
+            None => facts_sql(def, slice, source),
+        };
+        let placed = format!(
+            "{source}_facts e JOIN pharmacies o ON o.pharmacy_id = e.pharmacy_id \
+               AND o.valid_from <= CAST(e.local_ts AS DATE) \
+               AND (o.valid_to IS NULL OR CAST(e.local_ts AS DATE) < o.valid_to)"
+        );
+        // One grain is a literal; several cross the events with the grains, the small side
+        // first (a cross join holds its left side in memory).
+        let (grain, from) = match slice.grains.as_slice() {
+            [one] => (quote(one.as_str()), placed),
+            _ => (
+                "gr.grain".to_string(),
+                format!("(VALUES {grains}) AS gr(grain) CROSS JOIN ({placed})"),
+            ),
+        };
         let _ = write!(
             sql,
             ", {source}_facts AS ({facts}), \
-             {source}_events AS (SELECT e.*, o.local_area, o.service_area, o.region, gr.grain, \
-               rx_period_start(gr.grain, e.local_ts, {anchor}) AS period_start \
-             FROM {source}_facts e JOIN pharmacies o ON o.pharmacy_id = e.pharmacy_id \
-               AND o.valid_from <= CAST(e.local_ts AS DATE) \
-               AND (o.valid_to IS NULL OR CAST(e.local_ts AS DATE) < o.valid_to) \
-             CROSS JOIN (VALUES {grains}) AS gr(grain))",
-            facts = facts_sql(def, slice, source)
+             {source}_events AS (SELECT e.*, o.local_area, o.service_area, o.region, {grain} AS grain, \
+               rx_period_start({grain}, e.local_ts, {anchor}) AS period_start FROM {from})"
         );
     }
 
@@ -219,7 +282,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
                     .join(" ")
             ),
             format!(
-                " CROSS JOIN (VALUES {}) AS lv(level)",
+                "(VALUES {}) AS lv(level) CROSS JOIN ",
                 many.iter()
                     .map(|l| format!("({})", quote(l)))
                     .collect::<Vec<_>>()
@@ -257,7 +320,9 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
     for source in &sources {
         let mut cols = Vec::new();
         for c in &components {
-            cols.push(if c.source == *source {
+            cols.push(if c.source == *source && bucketed(source).is_some() {
+                format!("SUM({0}) AS {0}", c.name)
+            } else if c.source == *source {
                 let filter = c.filter.as_deref().unwrap_or("TRUE");
                 format!(
                     "SUM(CASE WHEN {filter} THEN CAST({} AS DOUBLE) ELSE 0 END) AS {}",
@@ -281,7 +346,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
         }
         source_cells.push(format!(
             "SELECT {level} AS level, {node} AS node, grain, period_start, {} \
-             FROM {source}_events e{levels_join}{node_filter} \
+             FROM {levels_join}{source}_events e{node_filter} \
              GROUP BY {level}, {node}, grain, period_start",
             cols.join(", ")
         ));
