@@ -7,7 +7,10 @@
 //! 1. `<source>_facts`: one row per fact with its local wall-clock time (`local_ts`), in the
 //!    pharmacy's zone. Fills carry their processing minutes and on-time flag (the target minutes
 //!    of the peer group in effect on the local `received_at` date); payroll shifts are spread
-//!    over the local hours they touch, pro rata by minutes.
+//!    over the local hours they touch, pro rata by minutes. POS lines and survey responses,
+//!    when only additive components draw on them, are first summed per pharmacy and 15-minute
+//!    UTC bucket (every zone offset is a whole number of quarter hours, so a bucket lies in one
+//!    local hour), and the zone conversion runs once per bucket.
 //! 2. `<source>_events`: facts joined to the org path in effect on their local date ("as was"),
 //!    and bucketed into each requested grain (`period_start`).
 //! 3. `level_cells`: per org node of each requested level, grain and period, the additive
@@ -243,8 +246,10 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
             }
             None => facts_sql(def, slice, source),
         };
+        // The org rows first: DataFusion builds the hash table of a join's left side when it
+        // cannot size the sides, and the facts are the large side.
         let placed = format!(
-            "{source}_facts e JOIN pharmacies o ON o.pharmacy_id = e.pharmacy_id \
+            "pharmacies o JOIN {source}_facts e ON o.pharmacy_id = e.pharmacy_id \
                AND o.valid_from <= CAST(e.local_ts AS DATE) \
                AND (o.valid_to IS NULL OR CAST(e.local_ts AS DATE) < o.valid_to)"
         );
