@@ -19,6 +19,7 @@ rxcube / DuckDB per query, and their geometric mean (goal <= 1.0).
 
 import argparse
 import csv
+import datetime
 import io
 import math
 import os
@@ -217,7 +218,7 @@ def ratio(num, den, scale):
 
 def duck_queries():
     last_day = f"DATE '{PERIOD}' + INTERVAL 13 DAY"
-    hi = subprocess.check_output(["date", "-d", f"{PERIOD} + 14 days", "+%Y-%m-%d"], text=True).strip()
+    hi = (datetime.date.fromisoformat(PERIOD) + datetime.timedelta(days=14)).isoformat()
     pid = "pharmacy_id"
     period = facts_sql(PERIOD, hi) + "," + cells_sql(pid, pid, pid, pid, [pid])
     peers = f"""

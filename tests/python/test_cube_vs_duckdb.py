@@ -58,6 +58,14 @@ def views(con, wh):
                LATERAL (SELECT unnest(range(date_trunc('hour', p.shift_start), p.shift_end, INTERVAL 1 HOUR)) AS h) h)""")
 
 
+def cube_rows(wh, sql):
+    """rxcube's rows for `sql`, with the period `p` printed as DuckDB prints a timestamp."""
+    rows = rxcube_json(wh, sql)
+    for r in rows:
+        r["p"] = r["p"].replace("T", " ")
+    return rows
+
+
 def close(a, b):
     if a is None or b is None:
         return a is None and b is None
@@ -88,12 +96,10 @@ def pharmacy_ids(con):
 def test_on_time_per_pharmacy_and_pay_period(demo_warehouse, con):
     rng = random.Random(7)
     picked = sorted(rng.sample(pharmacy_ids(con), 3))
-    ours = rxcube_json(demo_warehouse, f"""
+    ours = cube_rows(demo_warehouse, f"""
         SELECT node, CAST(period_start AS VARCHAR) AS p, value, numerator, denominator
         FROM cube.metrics WHERE level = 'pharmacy' AND grain = 'pay_period' AND metric = 'on_time_pct'
           AND node IN ({', '.join(f"'{p}'" for p in picked)})""")
-    for r in ours:
-        r["p"] = r["p"].replace("T", " ")
     theirs = con.execute(f"""
         SELECT CAST(pharmacy_id AS VARCHAR), strftime({PAY_PERIOD.format(t='local_ts')}, '%Y-%m-%d %H:%M:%S'),
                CASE WHEN count(*) FILTER (WHERE channel = 'local') > 0 THEN
@@ -108,11 +114,9 @@ def test_on_time_per_pharmacy_and_pay_period(demo_warehouse, con):
 
 
 def test_region_consolidation_of_otc_sales_per_rx_by_month_as_was(demo_warehouse, con):
-    ours = rxcube_json(demo_warehouse, """
+    ours = cube_rows(demo_warehouse, """
         SELECT node, CAST(period_start AS VARCHAR) AS p, value, numerator, denominator
         FROM cube.metrics WHERE level = 'region' AND grain = 'month' AND metric = 'otc_sales_per_rx'""")
-    for r in ours:
-        r["p"] = r["p"].replace("T", " ")
     theirs = con.execute("""
         WITH s AS (
           SELECT s.*, timezone(z.tz, s.sold_at) AS local_ts FROM pos s JOIN tz z USING (pharmacy_id))
@@ -138,13 +142,11 @@ def test_hourly_median_processing_minutes_for_a_random_day(demo_warehouse, con):
         f"WHERE pharmacy_id = {pharmacy} AND channel = 'local' GROUP BY 1 "
         f"HAVING count(DISTINCT date_trunc('hour', local_ts)) > 5 ORDER BY 1").fetchall()]
     day = rng.choice(days)
-    ours = rxcube_json(demo_warehouse, f"""
+    ours = cube_rows(demo_warehouse, f"""
         SELECT node, CAST(period_start AS VARCHAR) AS p, value FROM cube.metrics
         WHERE level = 'pharmacy' AND node = '{pharmacy}' AND grain = 'hour'
           AND metric = 'median_processing_minutes'
           AND period_start >= TIMESTAMP '{day} 00:00:00' AND period_start < TIMESTAMP '{day} 00:00:00' + INTERVAL '1 day'""")
-    for r in ours:
-        r["p"] = r["p"].replace("T", " ")
     theirs = con.execute(f"""
         SELECT CAST(pharmacy_id AS VARCHAR), strftime(date_trunc('hour', local_ts), '%Y-%m-%d %H:%M:%S'),
                quantile_cont(minutes, 0.5), NULL, NULL
@@ -158,12 +160,10 @@ def test_hourly_median_processing_minutes_for_a_random_day(demo_warehouse, con):
 def test_labor_cost_per_rx_per_pharmacy_and_pay_period(demo_warehouse, con):
     rng = random.Random(23)
     picked = sorted(rng.sample(pharmacy_ids(con), 3))
-    ours = rxcube_json(demo_warehouse, f"""
+    ours = cube_rows(demo_warehouse, f"""
         SELECT node, CAST(period_start AS VARCHAR) AS p, value, numerator, denominator
         FROM cube.metrics WHERE level = 'pharmacy' AND grain = 'pay_period' AND metric = 'labor_cost_per_rx'
           AND node IN ({', '.join(f"'{p}'" for p in picked)})""")
-    for r in ours:
-        r["p"] = r["p"].replace("T", " ")
     # A cell exists where the pharmacy has any payroll piece or any sale in the period.
     theirs = con.execute(f"""
         WITH l AS (
@@ -190,12 +190,10 @@ def test_daily_labor_hours_over_a_random_pay_period(demo_warehouse, con):
         f"SELECT strftime({PAY_PERIOD.format(t='local_ts')}, '%Y-%m-%d') FROM labor "
         f"WHERE pharmacy_id = {pharmacy} GROUP BY 1 ORDER BY 1").fetchall()]
     start = rng.choice(periods)
-    ours = rxcube_json(demo_warehouse, f"""
+    ours = cube_rows(demo_warehouse, f"""
         SELECT node, CAST(period_start AS VARCHAR) AS p, value, numerator, denominator FROM cube.metrics
         WHERE level = 'pharmacy' AND node = '{pharmacy}' AND grain = 'day' AND metric = 'labor_hours'
           AND period_start >= TIMESTAMP '{start} 00:00:00' AND period_start < TIMESTAMP '{start} 00:00:00' + INTERVAL '14 days'""")
-    for r in ours:
-        r["p"] = r["p"].replace("T", " ")
     theirs = con.execute(f"""
         SELECT CAST(pharmacy_id AS VARCHAR), strftime(date_trunc('day', local_ts), '%Y-%m-%d %H:%M:%S'),
                sum(hours), NULL, NULL
@@ -207,11 +205,9 @@ def test_daily_labor_hours_over_a_random_pay_period(demo_warehouse, con):
 
 
 def test_region_consolidation_of_labor_cost_by_month_as_was(demo_warehouse, con):
-    ours = rxcube_json(demo_warehouse, """
+    ours = cube_rows(demo_warehouse, """
         SELECT node, CAST(period_start AS VARCHAR) AS p, value, numerator, denominator
         FROM cube.metrics WHERE level = 'region' AND grain = 'month' AND metric = 'labor_cost'""")
-    for r in ours:
-        r["p"] = r["p"].replace("T", " ")
     theirs = con.execute("""
         SELECT o.region, strftime(date_trunc('month', local_ts), '%Y-%m-%d %H:%M:%S'), sum(l.cost), NULL, NULL
         FROM labor l JOIN pharmacies o ON o.pharmacy_id = l.pharmacy_id

@@ -86,10 +86,6 @@ impl<R: Relation> CubeTable<R> {
             definition,
         }
     }
-
-    pub fn relation(&self) -> &R {
-        &self.relation
-    }
 }
 
 /// A relation's documentation as a `CREATE VIEW` statement with column comments.

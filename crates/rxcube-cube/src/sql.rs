@@ -91,10 +91,11 @@ pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn in_list(values: &[String]) -> String {
+/// Quoted SQL literals, comma-separated.
+pub(crate) fn in_list<S: AsRef<str>>(values: &[S]) -> String {
     values
         .iter()
-        .map(|v| quote(v))
+        .map(|v| quote(v.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -524,10 +525,16 @@ fn peer_ranking(def: &CubeDef, peer_medians: bool) -> String {
 /// The condition that an effective-dated row `r` (valid_from inclusive, valid_to exclusive,
 /// NULL = open) is in effect on the last local day of the period of `p` (grain, period_start).
 pub(crate) fn valid_on_last_day(r: &str, p: &str) -> String {
-    let day = format!(
-        "CAST(rx_period_end({p}.grain, {p}.period_start) - INTERVAL '1 microsecond' AS DATE)"
-    );
+    let day = last_day(&format!("{p}."));
     format!("{r}.valid_from <= {day} AND ({r}.valid_to IS NULL OR {day} < {r}.valid_to)")
+}
+
+/// The last local day of the period of a row with grain and period_start; `prefix` qualifies
+/// the columns (`"m."`, or `""`).
+pub(crate) fn last_day(prefix: &str) -> String {
+    format!(
+        "CAST(rx_period_end({prefix}grain, {prefix}period_start) - INTERVAL '1 microsecond' AS DATE)"
+    )
 }
 
 /// The distinct values, sorted.

@@ -23,7 +23,7 @@ use datafusion::logical_expr::Expr;
 use crate::definition::{Better, CubeDef, LEVELS, MetricKind, MetricRef};
 use crate::metrics::period_window;
 use crate::relation::{Column, Relation};
-use crate::sql::quote;
+use crate::sql::{in_list, last_day, quote};
 use crate::time::Grain;
 
 fn text(name: &str, doc: &str) -> Column {
@@ -51,22 +51,6 @@ fn pivot(metrics: &[&str]) -> String {
         .map(|m| format!("max(value) FILTER (WHERE metric = {}) AS {m}", quote(m)))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn in_list(values: &[&str]) -> String {
-    values
-        .iter()
-        .map(|v| quote(v))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The last local day of the period of a row with grain and period_start; `prefix` qualifies
-/// the columns (`"m."`, or `""`).
-fn last_day(prefix: &str) -> String {
-    format!(
-        "CAST(rx_period_end({prefix}grain, {prefix}period_start) - INTERVAL '1 microsecond' AS DATE)"
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,6 +160,8 @@ impl Relation for MetricDefinitions {
 pub struct Wide {
     level: &'static str,
     grain: Grain,
+    /// The metric columns, in column order.
+    metrics: Vec<String>,
     columns: Vec<Column>,
 }
 
@@ -202,6 +188,7 @@ impl Wide {
         Self {
             level,
             grain,
+            metrics: def.metric_names().into_iter().map(str::to_string).collect(),
             columns,
         }
     }
@@ -227,11 +214,7 @@ impl Relation for Wide {
     }
 
     fn sql(&self, _: &[Expr], projection: &[&str]) -> Result<String> {
-        let offset = if self.level == "pharmacy" { 3 } else { 2 };
-        let all: Vec<&str> = self.columns[offset..]
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
+        let all: Vec<&str> = self.metrics.iter().map(String::as_str).collect();
         let mut metrics: Vec<&str> = all
             .iter()
             .copied()
@@ -401,19 +384,8 @@ impl View {
     /// `cube.attainment`: each pharmacy's metrics against its peer group's target tiers.
     pub fn attainment(def: &CubeDef) -> Self {
         let metrics: Vec<&str> = def.metrics.iter().map(|m| m.name.as_str()).collect();
-        let lower: Vec<&str> = metrics
-            .iter()
-            .copied()
-            .filter(|m| def.better(m) == Better::Lower)
-            .collect();
-        let meets = if lower.is_empty() {
-            "value >= target".to_string()
-        } else {
-            format!(
-                "CASE WHEN metric IN ({}) THEN value <= target ELSE value >= target END",
-                in_list(&lower)
-            )
-        };
+        // At or below the target where lower is better, at or above it otherwise.
+        let meets = format!("(value - target) * {} <= 0", def.direction_sql("metric"));
         let sql = format!(
             "WITH m AS (\n  SELECT node, grain, period_start, metric, value, peer_group, {day} AS judged_on\n  \
                FROM cube.metrics WHERE level = 'pharmacy' AND metric IN ({metrics}) AND peer_group IS NOT NULL),\n\
