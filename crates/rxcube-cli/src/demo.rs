@@ -120,6 +120,7 @@ pub async fn open_demo_warehouse() -> anyhow::Result<Warehouse> {
     if warehouse.load(TableName::RxFills.def()).await?.is_none() {
         eprintln!("landing the embedded demo chain in {DEFAULT_DEMO_WAREHOUSE} (first use) ...");
         land(&warehouse, true).await?;
+        crate::rollup_cmd::refresh(&warehouse, rxcube_cube::rollup::Mode::Refresh, false).await?;
     }
     Ok(warehouse)
 }
@@ -131,6 +132,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Path::new(&args.warehouse).display()
     );
     land(&warehouse, false).await?;
+    println!("\nRollups (rxcube rollup refresh):");
+    crate::rollup_cmd::refresh(&warehouse, rxcube_cube::rollup::Mode::Refresh, true).await?;
     let ctx = rxcube_cube::session(&warehouse, rxcube_cube::definition_for(&warehouse)?).await?;
     let overview = "\
         SELECT table_name, records FROM ( \

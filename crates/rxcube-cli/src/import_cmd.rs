@@ -42,6 +42,9 @@ pub struct ImportArgs {
     /// every error kept, up to 10,000, instead of the first 20, and the phases of the run.)
     #[arg(long)]
     brief: bool,
+    /// After an accepted import, refresh the cube's rollups (`rxcube rollup refresh`).
+    #[arg(long)]
+    refresh: bool,
 }
 
 /// A progress bar on a terminal (hidden otherwise).
@@ -96,6 +99,9 @@ pub async fn run(args: ImportArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
     };
     print_errors(&report, shown, args.brief);
     println!("{}", summary(&report));
+    if args.refresh && report.status == Status::Accepted {
+        crate::rollup_cmd::refresh(&warehouse, rxcube_cube::rollup::Mode::Refresh, true).await?;
+    }
     Ok(match report.status {
         Status::Accepted => ExitCode::SUCCESS,
         Status::Rejected => ExitCode::from(1),

@@ -5,6 +5,7 @@ mod demo;
 mod generate_cmd;
 mod import_cmd;
 mod output;
+mod rollup_cmd;
 mod sql_cmd;
 
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ enum Command {
     Import(import_cmd::ImportArgs),
     /// Run SQL over the warehouse; with no query, an interactive prompt.
     Sql(sql_cmd::SqlArgs),
+    /// Build, refresh or inspect the cube's materialized rollups.
+    Rollup(rollup_cmd::RollupArgs),
 }
 
 fn init_tracing(verbosity: u8) {
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
             Command::Generate(a) => generate_cmd::run(a),
             Command::Import(a) => import_cmd::run(a, cli.verbosity).await,
             Command::Sql(a) => sql_cmd::run(a).await,
+            Command::Rollup(a) => rollup_cmd::run(a).await,
         }
     });
     match result {

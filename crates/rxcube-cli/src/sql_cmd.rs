@@ -28,10 +28,15 @@ pub struct SqlArgs {
     /// Read the SQL from a file (statements separated by ';').
     #[arg(short = 'f', long = "file", conflicts_with = "query", value_parser = crate::existing_file)]
     file: Option<PathBuf>,
-    /// After each statement, print its row count and wall time (planning and execution,
-    /// not printing) to stderr.
+    /// After each statement, print its row count, wall time (planning and execution, not
+    /// printing) and what served its cube relations (which rollup, built from which table
+    /// versions, or the raw tables and why) to stderr.
     #[arg(long)]
     timing: bool,
+    /// Answer cube queries from the raw tables, never from rollups (the session setting
+    /// `SET rxcube.rollups = false` does the same from within SQL).
+    #[arg(long)]
+    no_rollups: bool,
     /// The SQL to run. With neither a query nor -f, an interactive prompt opens.
     query: Option<String>,
 }
@@ -39,6 +44,9 @@ pub struct SqlArgs {
 pub async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
     let warehouse = args.warehouse.open().await?;
     let ctx = rxcube_cube::session(&warehouse, rxcube_cube::definition_for(&warehouse)?).await?;
+    if args.no_rollups {
+        ctx.sql("SET rxcube.rollups = false").await?;
+    }
     let sql = match (&args.query, &args.file) {
         (Some(q), _) => q.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
@@ -67,7 +75,7 @@ async fn run_statement(
     timing: bool,
 ) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
-    let batches = ctx.sql(sql).await?.collect().await?;
+    let (batches, served) = rxcube_cube::run_statement(ctx, sql).await?;
     let elapsed = start.elapsed();
     let mut out = std::io::stdout().lock();
     match print_batches(&mut out, &batches, format) {
@@ -78,6 +86,9 @@ async fn run_statement(
     if timing {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         eprintln!("({rows} rows, {:.3} s)", elapsed.as_secs_f64());
+        for line in served {
+            eprintln!("(served by {line})");
+        }
     }
     Ok(())
 }

@@ -135,3 +135,101 @@ fn kill_9_at_any_moment_of_an_import_leaves_the_tables_as_they_were() {
         .expect("count");
     assert!(accepted >= 2, "{accepted}");
 }
+
+/// The cube's answer to a few grains, levels and metrics, rounded (the raw path and the
+/// rollups add the same terms in different orders), as CSV.
+fn cube_answer(w: &str, extra: &[&str]) -> String {
+    let sql = "SELECT level, node, grain, CAST(period_start AS VARCHAR) AS p, metric, \
+               round(value, 6) AS v, peer_rank FROM cube.metrics \
+               WHERE level IN ('pharmacy', 'region') AND grain IN ('day', 'month') \
+               AND metric IN ('on_time_pct', 'median_processing_minutes', 'rx_sold') \
+               ORDER BY level, node, grain, p, metric";
+    let out = rxcube()
+        .args(["sql", "-w", w, "--format", "csv"])
+        .args(extra)
+        .arg(sql)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "cube unreadable: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn kill_9_at_any_moment_of_a_rollup_job_never_shows_a_wrong_number() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = dir.path().join("w").display().to_string();
+    let scratch = dir.path().join("scratch").display().to_string();
+    let extra = dir.path().join("extra.csv");
+    let mut fills = String::from("rx_id,fill_no,pharmacy_id,channel,received_at,filled_at\n");
+    for i in 0..50 {
+        fills.push_str(&format!(
+            "{},0,1,local,2024-02-01T09:{i:02}:00-08:00,2024-02-01T10:{i:02}:00-08:00\n",
+            990_000_000 + i
+        ));
+    }
+    std::fs::write(&extra, fills).expect("write");
+    let extra = extra.display().to_string();
+    for wh in [&w, &scratch] {
+        let o = rxcube().args(["demo", "-w", wh]).output().expect("demo");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(import(wh, "rx_fills", &extra));
+    }
+    // The raw answer after the import, and the time of an uninterrupted rebuild.
+    let raw = cube_answer(&w, &["--no-rollups"]);
+    assert!(raw.lines().count() > 100, "{raw}");
+    let t0 = Instant::now();
+    let o = rxcube()
+        .args(["rollup", "build", "-w", &scratch])
+        .output()
+        .expect("build");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let full = t0.elapsed();
+    assert_eq!(cube_answer(&scratch, &[]), raw);
+
+    for k in 1..=8 {
+        let at = full.mul_f64(f64::from(k) / 8.0 * 0.95);
+        let mut child = rxcube()
+            .args(["rollup", "build", "-w", &w])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(at);
+        child.kill().ok(); // SIGKILL
+        child.wait().expect("reap");
+        // Whatever was committed, what readers see is the raw answer.
+        assert_eq!(cube_answer(&w, &[]), raw, "after a kill at {at:?}");
+    }
+    let o = rxcube()
+        .args(["rollup", "refresh", "-w", &w])
+        .output()
+        .expect("refresh");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let status = rxcube()
+        .args(["rollup", "status", "-w", &w])
+        .output()
+        .expect("status");
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert_eq!(status.matches(" fresh").count(), 3, "{status}");
+    assert_eq!(cube_answer(&w, &[]), raw);
+    // Served from the rollups now.
+    let o = rxcube()
+        .args([
+            "sql",
+            "-w",
+            &w,
+            "--timing",
+            "SELECT count(*) FROM cube.region_month",
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("(served by cube.metrics: rollup monthly"),
+        "{stderr}"
+    );
+}

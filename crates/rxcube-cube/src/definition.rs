@@ -41,6 +41,22 @@ pub struct CubeDef {
     pub components: Vec<Component>,
     #[serde(rename = "metric")]
     pub metrics: Vec<Metric>,
+    #[serde(rename = "rollup", default)]
+    pub rollups: Vec<RollupDef>,
+}
+
+/// A materialized rollup: the mergeable partial states of `measures` per pharmacy, org version
+/// and `grain` period (see [`crate::rollup`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RollupDef {
+    pub name: String,
+    pub grain: crate::time::Grain,
+    /// Components and median metrics kept; every one of them when absent. A ratio is kept by
+    /// keeping its components.
+    pub measures: Option<Vec<String>>,
+    #[serde(default)]
+    pub doc: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,7 +208,43 @@ impl CubeDef {
                 }
             }
         }
+        let mut rollup_names = HashSet::new();
+        for r in &def.rollups {
+            check_name(&r.name).map_err(&fail)?;
+            if !rollup_names.insert(r.name.as_str()) {
+                return Err(fail(format!("rollup '{}' is defined twice", r.name)));
+            }
+            for m in r.measures.iter().flatten() {
+                let ok = match def.lookup(m) {
+                    Some(MetricRef::Component(_)) => true,
+                    Some(MetricRef::Defined(d)) => d.kind == MetricKind::Median,
+                    None => false,
+                };
+                if !ok {
+                    return Err(fail(format!(
+                        "rollup '{}': measure '{m}' is not a component or a median metric",
+                        r.name
+                    )));
+                }
+            }
+        }
         Ok(def)
+    }
+
+    /// The components and medians a rollup keeps, in definition order.
+    pub fn rollup_measures(&self, r: &RollupDef) -> (Vec<&Component>, Vec<&Metric>) {
+        let kept = |name: &str| {
+            r.measures
+                .as_ref()
+                .is_none_or(|m| m.iter().any(|x| x == name))
+        };
+        (
+            self.components.iter().filter(|c| kept(&c.name)).collect(),
+            self.metrics
+                .iter()
+                .filter(|m| m.kind == MetricKind::Median && kept(&m.name))
+                .collect(),
+        )
     }
 
     pub fn component(&self, name: &str) -> Option<&Component> {
@@ -323,6 +375,16 @@ mod tests {
             (
                 &BUILT_IN.replace("name = \"refills\"", "name = \"rx_sold\""),
                 "'rx_sold' is defined twice",
+            ),
+            (
+                &format!(
+                    "{BUILT_IN}\n[[rollup]]\nname = \"x\"\ngrain = \"day\"\nmeasures = [\"csat_pct\"]\n"
+                ),
+                "rollup 'x': measure 'csat_pct' is not a component or a median metric",
+            ),
+            (
+                &format!("{BUILT_IN}\n[[rollup]]\nname = \"x\"\ngrain = \"fortnight\"\n"),
+                "unknown variant `fortnight`",
             ),
         ];
         for (text, want) in cases {

@@ -10,8 +10,10 @@
 //! query and served by one table provider ([`relation::CubeTable`]), documented in the catalog.
 
 pub mod definition;
+pub mod hist;
 pub mod metrics;
 pub mod relation;
+pub mod rollup;
 pub mod sql;
 pub mod time;
 pub mod udf;
@@ -20,7 +22,8 @@ pub mod views;
 use std::sync::Arc;
 
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::config::ConfigExtension;
+use datafusion::common::{DataFusionError, Result, extensions_options};
 use datafusion::prelude::SessionContext;
 
 pub use definition::{CubeDef, DefinitionError, LEVELS};
@@ -45,24 +48,52 @@ pub fn definition_for(warehouse: &rxcube_warehouse::Warehouse) -> Result<CubeDef
 /// The schema holding the cube's relations.
 pub const CUBE_SCHEMA: &str = "cube";
 
+extensions_options! {
+    /// rxcube's session settings (`SET rxcube.<name> = ...`).
+    pub struct CubeOptions {
+        /// Answer cube queries from fresh rollups when one answers exactly; `false` forces
+        /// the raw tables (for checking, or timing the raw path).
+        pub rollups: bool, default = true
+    }
+}
+
+impl ConfigExtension for CubeOptions {
+    const PREFIX: &'static str = "rxcube";
+}
+
+/// An empty session with rxcube's configuration and the cube's functions (no tables).
+pub fn base_session() -> SessionContext {
+    let config =
+        rxcube_warehouse::catalog::session_config().with_option_extension(CubeOptions::default());
+    let ctx = SessionContext::new_with_config(config);
+    udf::register(&ctx);
+    hist::register(&ctx);
+    ctx
+}
+
 /// A session over `warehouse` as every SQL surface sees it: the landed and system tables
-/// ([`rxcube_warehouse::catalog`]) plus the cube of `def`.
+/// ([`rxcube_warehouse::catalog`]), the rollups of `def` (schema `rollups`) and its cube.
 pub async fn session(
     warehouse: &rxcube_warehouse::Warehouse,
     def: CubeDef,
 ) -> Result<SessionContext> {
-    let ctx = rxcube_warehouse::catalog::new_session();
-    rxcube_warehouse::catalog::register_tables(&ctx, warehouse)
+    let ctx = base_session();
+    let versions = rxcube_warehouse::catalog::register_tables(&ctx, warehouse)
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    register(&ctx, Arc::new(def))?;
+    let rollups = rollup::Rollups::load(&ctx, warehouse, &def, &versions).await?;
+    register(&ctx, Arc::new(def), Arc::new(rollups))?;
     Ok(ctx)
 }
 
-/// Registers the cube's functions and relations (`cube.metrics` and the analyst relations of
-/// [`views`]) in `ctx`, whose default catalog must already hold the landed tables.
-pub fn register(ctx: &SessionContext, def: Arc<CubeDef>) -> Result<()> {
-    udf::register(ctx);
+/// Registers the cube's relations (`cube.metrics` and the analyst relations of [`views`]) in
+/// `ctx`, a [`base_session`] whose default catalog already holds the landed tables, with the
+/// rollups it may answer from.
+pub fn register(
+    ctx: &SessionContext,
+    def: Arc<CubeDef>,
+    rollups: Arc<rollup::Rollups>,
+) -> Result<()> {
     let catalog_name = ctx
         .state()
         .config()
@@ -74,7 +105,7 @@ pub fn register(ctx: &SessionContext, def: Arc<CubeDef>) -> Result<()> {
         .catalog(&catalog_name)
         .ok_or_else(|| DataFusionError::Plan(format!("catalog {catalog_name} is missing")))?;
     let schema = Arc::new(MemorySchemaProvider::new());
-    for (name, table) in relations(def) {
+    for (name, table) in relations(def, rollups) {
         schema.register_table(name, table)?;
     }
     catalog.register_schema(CUBE_SCHEMA, schema)?;
@@ -83,7 +114,10 @@ pub fn register(ctx: &SessionContext, def: Arc<CubeDef>) -> Result<()> {
 
 /// Every relation of the cube schema, by name. The diagnostics and the budget read metrics of
 /// the built-in definition; a definition without them goes without those relations.
-pub fn relations(def: Arc<CubeDef>) -> Vec<(String, Arc<dyn TableProvider>)> {
+pub fn relations(
+    def: Arc<CubeDef>,
+    rollups: Arc<rollup::Rollups>,
+) -> Vec<(String, Arc<dyn TableProvider>)> {
     fn table<R: Relation>(name: &str, r: R) -> (String, Arc<dyn TableProvider>) {
         (
             name.to_string(),
@@ -92,7 +126,7 @@ pub fn relations(def: Arc<CubeDef>) -> Vec<(String, Arc<dyn TableProvider>)> {
     }
     let has = |names: &[&str]| names.iter().all(|n| def.lookup(n).is_some());
     let mut out = vec![
-        table("metrics", metrics::MetricsTable::new(def.clone())),
+        table("metrics", metrics::MetricsTable::new(def.clone(), rollups)),
         table(
             "metric_definitions",
             views::MetricDefinitions::new(def.clone()),
@@ -118,4 +152,34 @@ pub fn relations(def: Arc<CubeDef>) -> Vec<(String, Arc<dyn TableProvider>)> {
         }
     }
     out
+}
+
+/// The metadata key under which a result's schema says what served its cube relations: one
+/// line per relation, `<relation>: rollup <name> (version, built, from table@version ...)` or
+/// `<relation>: raw tables (why no rollup)`.
+pub const SERVED_BY_KEY: &str = "rxcube.served_by";
+
+/// Runs one statement in `ctx`; the batches' schema carries [`SERVED_BY_KEY`] when a cube
+/// relation was read. Also returns those lines.
+pub async fn run_statement(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<(Vec<arrow::array::RecordBatch>, Vec<String>)> {
+    let df = ctx.sql(sql).await?;
+    let plan = df.create_physical_plan().await?;
+    let served = relation::served_by(&plan);
+    let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await?;
+    if served.is_empty() {
+        return Ok((batches, served));
+    }
+    let batches = batches
+        .into_iter()
+        .map(|b| {
+            let mut metadata = b.schema().metadata().clone();
+            metadata.insert(SERVED_BY_KEY.to_string(), served.join("\n"));
+            let schema = Arc::new(b.schema().as_ref().clone().with_metadata(metadata));
+            b.with_schema(schema)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((batches, served))
 }

@@ -14,12 +14,15 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::NaiveDateTime;
+use datafusion::catalog::Session;
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
+use crate::CubeOptions;
 use crate::definition::{CubeDef, LEVELS};
 use crate::relation::{Column, Relation};
-use crate::sql::{Slice, metrics_sql};
+use crate::rollup::{Choice, Rollups};
+use crate::sql::{RollupSource, Slice, metrics_sql};
 use crate::time::Grain;
 
 /// The columns of `cube.metrics`, with what they mean.
@@ -62,11 +65,12 @@ const PEER_COLUMNS: [&str; 4] = ["peer_group", "peer_avg", "peer_rank", "peer_si
 #[derive(Debug)]
 pub struct MetricsTable {
     def: Arc<CubeDef>,
+    rollups: Arc<Rollups>,
     columns: Vec<Column>,
 }
 
 impl MetricsTable {
-    pub fn new(def: Arc<CubeDef>) -> Self {
+    pub fn new(def: Arc<CubeDef>, rollups: Arc<Rollups>) -> Self {
         let ty = |name: &str| match name {
             "period_start" => DataType::Timestamp(TimeUnit::Microsecond, None),
             "value" | "numerator" | "denominator" | "peer_avg" => DataType::Float64,
@@ -75,6 +79,7 @@ impl MetricsTable {
         };
         Self {
             def,
+            rollups,
             columns: COLUMNS
                 .iter()
                 .map(|(n, doc)| Column::new(*n, ty(n), *doc))
@@ -281,7 +286,42 @@ impl Relation for MetricsTable {
     fn sql(&self, filters: &[Expr], projection: &[&str]) -> Result<String> {
         let peers = projection.iter().any(|c| PEER_COLUMNS.contains(c));
         let slice = self.slice(filters, peers)?;
-        tracing::debug!(?slice, "cube.metrics slice");
-        Ok(metrics_sql(&self.def, &slice))
+        Ok(metrics_sql(&self.def, &slice, None))
+    }
+
+    /// Answers from the rollup [`Rollups::choose`] picks, unless `rxcube.rollups` is off.
+    fn plan_sql(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+        projection: &[&str],
+    ) -> Result<(String, Option<String>)> {
+        let peers = projection.iter().any(|c| PEER_COLUMNS.contains(c));
+        let slice = self.slice(filters, peers)?;
+        let enabled = state
+            .config_options()
+            .extensions
+            .get::<CubeOptions>()
+            .is_none_or(|o| o.rollups);
+        let choice = if enabled {
+            self.rollups.choose(&self.def, &slice)
+        } else {
+            Choice::Raw {
+                reason: "rxcube.rollups is off".into(),
+            }
+        };
+        tracing::debug!(?slice, ?choice, "cube.metrics slice");
+        let sql = match &choice {
+            Choice::Rollup { table, grain, .. } => metrics_sql(
+                &self.def,
+                &slice,
+                Some(RollupSource {
+                    table,
+                    grain: *grain,
+                }),
+            ),
+            Choice::Raw { .. } => metrics_sql(&self.def, &slice, None),
+        };
+        Ok((sql, Some(choice.note())))
     }
 }

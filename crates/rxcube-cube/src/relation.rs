@@ -21,8 +21,9 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column as ColumnRef, DataFusionError, Result};
 use datafusion::datasource::TableType;
 use datafusion::execution::context::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, cast, col};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::prelude::SessionContext;
 
 /// A column of a relation and what it means.
@@ -52,6 +53,16 @@ pub trait Relation: Debug + Send + Sync + 'static {
     /// without qualifier) and reads `projection`. The result must have at least the projected
     /// columns, by name; it may have more rows than the filters keep.
     fn sql(&self, filters: &[Expr], projection: &[&str]) -> Result<String>;
+    /// The SQL for a query in `state`, with a note on what it reads (shown by `EXPLAIN` and
+    /// carried to results, see [`served_by`]); by default [`Relation::sql`] with no note.
+    fn plan_sql(
+        &self,
+        _state: &dyn Session,
+        filters: &[Expr],
+        projection: &[&str],
+    ) -> Result<(String, Option<String>)> {
+        Ok((self.sql(filters, projection)?, None))
+    }
     /// How the relation is computed, for its `CREATE` text.
     fn body(&self) -> String {
         "-- generated per query from the cube definition".to_string()
@@ -217,8 +228,8 @@ impl<R: Relation> TableProvider for CubeTable<R> {
             None => self.relation.columns().iter().collect(),
         };
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-        let sql = self.relation.sql(&filters, &names)?;
-        tracing::debug!(relation = %self.name, %sql, "cube relation");
+        let (sql, note) = self.relation.plan_sql(state, &filters, &names)?;
+        tracing::debug!(relation = %self.name, %sql, ?note, "cube relation");
         let state = state
             .as_any()
             .downcast_ref::<SessionState>()
@@ -237,19 +248,115 @@ impl<R: Relation> TableProvider for CubeTable<R> {
         for f in filters {
             df = df.filter(f)?;
         }
-        df.select(
-            columns
-                .iter()
-                .map(|c| {
-                    cast(
-                        col(ColumnRef::new_unqualified(&c.name)),
-                        c.data_type.clone(),
-                    )
-                    .alias(&c.name)
-                })
-                .collect::<Vec<_>>(),
-        )?
-        .create_physical_plan()
-        .await
+        let plan = df
+            .select(
+                columns
+                    .iter()
+                    .map(|c| {
+                        cast(
+                            col(ColumnRef::new_unqualified(&c.name)),
+                            c.data_type.clone(),
+                        )
+                        .alias(&c.name)
+                    })
+                    .collect::<Vec<_>>(),
+            )?
+            .create_physical_plan()
+            .await?;
+        Ok(match note {
+            Some(note) => Arc::new(ServedExec::new(self.name.clone(), note, plan)),
+            None => plan,
+        })
     }
+}
+
+/// The plan of a cube relation, labelled with what serves it: `EXPLAIN` shows the label, and
+/// [`served_by`] reads it off a plan for the result's metadata.
+#[derive(Debug)]
+pub struct ServedExec {
+    relation: String,
+    note: String,
+    input: Arc<dyn ExecutionPlan>,
+}
+
+impl ServedExec {
+    pub fn new(relation: String, note: String, input: Arc<dyn ExecutionPlan>) -> Self {
+        Self {
+            relation,
+            note,
+            input,
+        }
+    }
+
+    /// `<relation>: <what served it>`.
+    pub fn label(&self) -> String {
+        format!("{}: {}", self.relation, self.note)
+    }
+}
+
+impl DisplayAs for ServedExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "CubeScanExec: {} served by {}", self.relation, self.note)
+    }
+}
+
+impl ExecutionPlan for ServedExec {
+    fn name(&self) -> &str {
+        "CubeScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+        ) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("CubeScanExec has exactly one input".into()))?;
+        Ok(Arc::new(Self::new(
+            self.relation.clone(),
+            self.note.clone(),
+            input,
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+}
+
+/// What served each cube relation in `plan` (`<relation>: <rollup or raw, and why>`), in plan
+/// order, without repeats.
+pub fn served_by(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut stack = vec![Arc::clone(plan)];
+    while let Some(p) = stack.pop() {
+        if let Some(s) = (p.as_ref() as &dyn std::any::Any).downcast_ref::<ServedExec>() {
+            let label = s.label();
+            if !out.contains(&label) {
+                out.push(label);
+            }
+        }
+        stack.extend(p.children().into_iter().rev().cloned());
+    }
+    out
 }

@@ -28,7 +28,7 @@ use std::fmt::Write;
 
 use chrono::{Duration, NaiveDateTime};
 
-use crate::definition::{Component, CubeDef, MetricKind, MetricRef};
+use crate::definition::{Component, CubeDef, Metric, MetricKind, MetricRef, RollupDef};
 use crate::time::Grain;
 use crate::udf::date_literal;
 
@@ -188,9 +188,26 @@ fn bucketed_facts_sql(slice: &Slice, table: &str, ts: &str, components: &[&Compo
     )
 }
 
-/// Generates the query for `slice`. Output columns: level, node, grain, period_start, metric,
-/// value, numerator, denominator, peer_group, peer_avg, peer_rank, peer_size.
-pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
+/// A rollup that answers a slice: its table (qualified) and grain.
+#[derive(Debug, Clone, Copy)]
+pub struct RollupSource<'a> {
+    pub table: &'a str,
+    pub grain: Grain,
+}
+
+/// The name of the cells' source when they come from a rollup.
+const ROLLUP: &str = "rollup";
+
+/// The column of a rollup counting a source's fact rows in a cell (buckets, for bucketed
+/// sources): a cell exists on the raw path exactly where one of its sources has a row.
+pub fn rows_column(source: &str) -> String {
+    format!("{source}_rows")
+}
+
+/// Generates the query for `slice`, from the landed tables or, given `rollup`, from a rollup
+/// that answers it ([`crate::rollup`]). Output columns: level, node, grain, period_start,
+/// metric, value, numerator, denominator, peer_group, peer_avg, peer_rank, peer_size.
+pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -> String {
     let anchor = date_literal(def.time.pay_period_anchor);
     // Components needed, grouped by source, in definition order.
     let mut components: Vec<&Component> = Vec::new();
@@ -209,20 +226,26 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
         }
     }
     let comp_sources = distinct(components.iter().map(|c| c.source.as_str()));
-    let sources = distinct(
+    let fact_sources = distinct(
         comp_sources
             .iter()
             .copied()
             .chain(medians.iter().filter_map(|m| m.source.as_deref())),
     );
+    let sources = match rollup {
+        Some(_) => vec![ROLLUP],
+        None => fact_sources.clone(),
+    };
 
     let mut sql = String::from("WITH ");
-    let _ = write!(
-        sql,
-        "rx_tz AS (SELECT pharmacy_id, COALESCE(last_value(timezone ORDER BY valid_from), {}) AS tz \
-         FROM pharmacies GROUP BY pharmacy_id)",
-        quote(&def.time.default_timezone)
-    );
+    if rollup.is_none() {
+        let _ = write!(
+            sql,
+            "rx_tz AS (SELECT pharmacy_id, COALESCE(last_value(timezone ORDER BY valid_from), {}) AS tz \
+             FROM pharmacies GROUP BY pharmacy_id)",
+            quote(&def.time.default_timezone)
+        );
+    }
     let grains = slice
         .grains
         .iter()
@@ -235,7 +258,57 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
             .find(|(name, ..)| *name == source)
             .filter(|_| !medians.iter().any(|d| d.source.as_deref() == Some(source)))
     };
-    for source in &sources {
+    if let Some(r) = rollup {
+        // The rollup's rows placed in the org path of their org version, re-bucketed into the
+        // requested grains; only cells where a source of the slice has facts.
+        let present = fact_sources
+            .iter()
+            .map(|s| format!("r.{} > 0", rows_column(s)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let mut conditions = vec![if present.is_empty() {
+            "FALSE".to_string()
+        } else {
+            format!("({present})")
+        }];
+        let fmt = |t: NaiveDateTime| format!("TIMESTAMP '{}'", t.format("%Y-%m-%dT%H:%M:%S"));
+        if let Some(from) = slice.period_from {
+            conditions.push(format!("r.period_start >= {}", fmt(from)));
+        }
+        if let Some(to) = slice.period_to {
+            let longest = slice.grains.iter().map(|g| g.max_length()).max();
+            let upper = to + longest.unwrap_or(Duration::days(366));
+            conditions.push(format!("r.period_start < {}", fmt(upper)));
+        }
+        let placed = format!(
+            "pharmacies o JOIN {} r ON o.pharmacy_id = r.pharmacy_id AND o.valid_from = r.org_from",
+            r.table
+        );
+        let (grain, from) = match slice.grains.as_slice() {
+            [one] => (quote(one.as_str()), placed),
+            _ => (
+                "gr.grain".to_string(),
+                format!("(VALUES {grains}) AS gr(grain) CROSS JOIN ({placed})"),
+            ),
+        };
+        let period = if slice.grains == [r.grain] {
+            "r.period_start".to_string()
+        } else {
+            format!("rx_period_start({grain}, r.period_start, {anchor})")
+        };
+        let measures: String = components
+            .iter()
+            .map(|c| format!("r.{}, ", c.name))
+            .chain(medians.iter().map(|d| format!("r.{}, ", d.name)))
+            .collect();
+        let _ = write!(
+            sql,
+            "{ROLLUP}_events AS (SELECT r.pharmacy_id, {measures}o.local_area, o.service_area, \
+               o.region, {grain} AS grain, {period} AS period_start FROM {from} WHERE {})",
+            conditions.join(" AND ")
+        );
+    }
+    for source in rollup.map_or(&sources[..], |_| &[]) {
         let facts = match bucketed(source) {
             Some((_, table, ts)) => {
                 let mine: Vec<&Component> = components
@@ -326,20 +399,24 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
     for source in &sources {
         let mut cols = Vec::new();
         for c in &components {
-            cols.push(if c.source == *source && bucketed(source).is_some() {
-                format!("SUM({0}) AS {0}", c.name)
-            } else if c.source == *source {
-                let filter = c.filter.as_deref().unwrap_or("TRUE");
-                format!(
-                    "SUM(CASE WHEN {filter} THEN CAST({} AS DOUBLE) ELSE 0 END) AS {}",
-                    c.value, c.name
-                )
-            } else {
-                format!("CAST(NULL AS DOUBLE) AS {}", c.name)
-            });
+            cols.push(
+                if *source == ROLLUP || (c.source == *source && bucketed(source).is_some()) {
+                    format!("SUM({0}) AS {0}", c.name)
+                } else if c.source == *source {
+                    let filter = c.filter.as_deref().unwrap_or("TRUE");
+                    format!(
+                        "SUM(CASE WHEN {filter} THEN CAST({} AS DOUBLE) ELSE 0 END) AS {}",
+                        c.value, c.name
+                    )
+                } else {
+                    format!("CAST(NULL AS DOUBLE) AS {}", c.name)
+                },
+            );
         }
         for d in &medians {
-            cols.push(if d.source.as_deref() == Some(*source) {
+            cols.push(if *source == ROLLUP {
+                format!("rx_hist_median({0}) AS {0}", d.name)
+            } else if d.source.as_deref() == Some(*source) {
                 format!(
                     "median(CASE WHEN {} THEN CAST({} AS DOUBLE) END) AS {}",
                     d.filter.as_deref().unwrap_or("TRUE"),
@@ -433,24 +510,34 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice) -> String {
     let peer_medians = slice.peers && !medians.is_empty() && slice.levels.contains(&"pharmacy");
     if peer_medians {
         let mut branches = Vec::new();
+        fn median_source<'a>(d: &'a Metric, rollup: Option<RollupSource>) -> &'a str {
+            match rollup {
+                Some(_) => ROLLUP,
+                None => d.source.as_deref().unwrap_or("fills"),
+            }
+        }
         for d in &medians {
-            let source = d.source.as_deref().unwrap_or("fills");
-            let filter = d.filter.as_deref().unwrap_or("TRUE");
-            let value = d.value.as_deref().unwrap_or("NULL");
+            let source = median_source(d, rollup);
+            let (filter, median) = match rollup {
+                Some(_) => ("TRUE", format!("rx_hist_median(e.{})", d.name)),
+                None => (
+                    d.filter.as_deref().unwrap_or("TRUE"),
+                    format!(
+                        "median(CAST({} AS DOUBLE))",
+                        d.value.as_deref().unwrap_or("NULL")
+                    ),
+                ),
+            };
             branches.push(format!(
                 "SELECT e.grain, e.period_start, {} AS metric, p.pg, \
-                   median(CAST({value} AS DOUBLE)) AS peer_median \
+                   {median} AS peer_median \
                  FROM {source}_events e JOIN {source}_peers p ON p.pharmacy_id = e.pharmacy_id \
                    AND p.grain = e.grain AND p.period_start = e.period_start \
                  WHERE {filter} GROUP BY e.grain, e.period_start, p.pg",
                 quote(&d.name)
             ));
         }
-        for source in distinct(
-            medians
-                .iter()
-                .map(|d| d.source.as_deref().unwrap_or("fills")),
-        ) {
+        for source in distinct(medians.iter().map(|d| median_source(d, rollup))) {
             let _ = write!(
                 sql,
                 ", {source}_peers AS (SELECT c.pharmacy_id, c.grain, c.period_start, g.peer_group AS pg \
@@ -551,4 +638,225 @@ fn float(x: f64) -> String {
     } else {
         format!("{x}")
     }
+}
+
+/// Where a rollup's rows are computed from: the landed tables, or a finer rollup that holds
+/// every measure of it.
+#[derive(Debug, Clone, Copy)]
+pub enum ContentFrom<'a> {
+    Raw,
+    Rollup(RollupSource<'a>),
+}
+
+/// The part of a rollup to compute: the periods from `periods.0` to `periods.1` (period starts
+/// at the rollup's grain, inclusive), or every period of `pharmacies`, or both; everything
+/// when neither is given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Part {
+    pub periods: Option<(NaiveDateTime, NaiveDateTime)>,
+    pub pharmacies: Vec<i64>,
+}
+
+impl Part {
+    /// The condition on a rollup row (`pharmacy_id`, `period_start`) that selects the part;
+    /// `None` for everything.
+    pub fn predicate(&self) -> Option<String> {
+        let mut any = Vec::new();
+        if let Some((lo, hi)) = self.periods {
+            // arrow_cast literals: the form Delta's replaceWhere records in its log.
+            let ts = |t: NaiveDateTime| {
+                format!(
+                    "arrow_cast('{}', 'Timestamp(Microsecond, None)')",
+                    t.format("%Y-%m-%dT%H:%M:%S%.6f")
+                )
+            };
+            any.push(format!(
+                "(period_start >= {} AND period_start <= {})",
+                ts(lo),
+                ts(hi)
+            ));
+        }
+        if !self.pharmacies.is_empty() {
+            any.push(format!(
+                "pharmacy_id IN ({})",
+                self.pharmacies
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        (!any.is_empty()).then(|| any.join(" OR "))
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.periods.is_none() && self.pharmacies.is_empty()
+    }
+}
+
+/// The rows of `rollup` in `part`: per pharmacy, org version (`org_from`, the `valid_from` of
+/// the pharmacy's org row in effect) and period of the rollup's grain, each kept component
+/// summed, each kept median's histogram, and each source's fact rows. The org path itself is
+/// not stored: it is joined at query time from `org_from`, so renaming or reassigning an org
+/// row changes no rollup row.
+pub fn rollup_content_sql(
+    def: &CubeDef,
+    rollup: &RollupDef,
+    from: ContentFrom,
+    part: &Part,
+) -> String {
+    let anchor = date_literal(def.time.pay_period_anchor);
+    let grain = quote(rollup.grain.as_str());
+    let (components, medians) = def.rollup_measures(rollup);
+    let sources = rollup_sources(def, rollup);
+    let predicate = part
+        .predicate()
+        .map(|p| format!(" WHERE {p}"))
+        .unwrap_or_default();
+    // Only periods bound the facts read; a pharmacy part is pushed down by DataFusion.
+    let slice = |periods: Option<(NaiveDateTime, NaiveDateTime)>| Slice {
+        levels: vec!["pharmacy"],
+        grains: vec![rollup.grain],
+        metrics: Vec::new(),
+        nodes: None,
+        period_from: periods.map(|p| p.0),
+        period_to: periods.map(|p| p.1),
+        peers: false,
+    };
+    let merged = components
+        .iter()
+        .map(|c| format!("COALESCE(SUM({0}), 0) AS {0}", c.name))
+        .chain(
+            medians
+                .iter()
+                .map(|d| format!("rx_hist_merge({0}) AS {0}", d.name)),
+        )
+        .chain(
+            sources
+                .iter()
+                .map(|s| format!("COALESCE(SUM({0}), 0) AS {0}", rows_column(s))),
+        )
+        .collect::<Vec<_>>()
+        .join(", ");
+    let body = match from {
+        ContentFrom::Rollup(finer) => {
+            let bound = match (&part.periods, part.pharmacies.is_empty()) {
+                (Some((lo, hi)), true) => format!(
+                    " WHERE period_start >= TIMESTAMP '{}' AND period_start < TIMESTAMP '{}'",
+                    lo.format("%Y-%m-%dT%H:%M:%S"),
+                    crate::time::period_end(rollup.grain, *hi).format("%Y-%m-%dT%H:%M:%S")
+                ),
+                _ => String::new(),
+            };
+            format!(
+                "SELECT pharmacy_id, org_from, rx_period_start({grain}, period_start, {anchor}) AS period_start, \
+                   {merged} FROM {}{bound} GROUP BY 1, 2, 3",
+                finer.table
+            )
+        }
+        ContentFrom::Raw => {
+            let facts_slice = slice(if part.pharmacies.is_empty() {
+                part.periods
+            } else {
+                None
+            });
+            let mut ctes = vec![format!(
+                "rx_tz AS (SELECT pharmacy_id, COALESCE(last_value(timezone ORDER BY valid_from), {}) AS tz \
+                 FROM pharmacies GROUP BY pharmacy_id)",
+                quote(&def.time.default_timezone)
+            )];
+            let mut branches = Vec::new();
+            for source in &sources {
+                let bucket = BUCKETED
+                    .iter()
+                    .find(|(name, ..)| name == source)
+                    .filter(|_| !medians.iter().any(|d| d.source.as_deref() == Some(source)));
+                let mine: Vec<&Component> = components
+                    .iter()
+                    .copied()
+                    .filter(|c| c.source == *source)
+                    .collect();
+                let facts = match bucket {
+                    Some((_, table, ts)) => bucketed_facts_sql(&facts_slice, table, ts, &mine),
+                    None => facts_sql(def, &facts_slice, source),
+                };
+                ctes.push(format!("{source}_facts AS ({facts})"));
+                let mut cols = Vec::new();
+                for c in &components {
+                    cols.push(if c.source != *source {
+                        format!("CAST(NULL AS DOUBLE) AS {}", c.name)
+                    } else if bucket.is_some() {
+                        format!("SUM(e.{0}) AS {0}", c.name)
+                    } else {
+                        format!(
+                            "SUM(CASE WHEN {} THEN CAST({} AS DOUBLE) ELSE 0 END) AS {}",
+                            c.filter.as_deref().unwrap_or("TRUE"),
+                            c.value,
+                            c.name
+                        )
+                    });
+                }
+                for d in &medians {
+                    cols.push(if d.source.as_deref() == Some(*source) {
+                        format!(
+                            "rx_hist(CASE WHEN {} THEN CAST({} AS DOUBLE) END) AS {}",
+                            d.filter.as_deref().unwrap_or("TRUE"),
+                            d.value.as_deref().unwrap_or("NULL"),
+                            d.name
+                        )
+                    } else {
+                        format!("rx_hist(CAST(NULL AS DOUBLE)) AS {}", d.name)
+                    });
+                }
+                for s in &sources {
+                    cols.push(if s == source {
+                        format!("COUNT(*) AS {}", rows_column(s))
+                    } else {
+                        format!("CAST(NULL AS BIGINT) AS {}", rows_column(s))
+                    });
+                }
+                branches.push(format!(
+                    "SELECT e.pharmacy_id, o.valid_from AS org_from, \
+                       rx_period_start({grain}, e.local_ts, {anchor}) AS period_start, {} \
+                     FROM pharmacies o JOIN {source}_facts e ON o.pharmacy_id = e.pharmacy_id \
+                       AND o.valid_from <= CAST(e.local_ts AS DATE) \
+                       AND (o.valid_to IS NULL OR CAST(e.local_ts AS DATE) < o.valid_to) \
+                     GROUP BY 1, 2, 3",
+                    cols.join(", ")
+                ));
+            }
+            format!(
+                "WITH {} SELECT pharmacy_id, org_from, period_start, {merged} FROM ({}) GROUP BY 1, 2, 3",
+                ctes.join(", "),
+                branches.join(" UNION ALL ")
+            )
+        }
+    };
+    format!(
+        "SELECT CAST(pharmacy_id AS INT) AS pharmacy_id, CAST(org_from AS DATE) AS org_from, \
+           arrow_cast(period_start, 'Timestamp(Microsecond, None)') AS period_start, {} \
+         FROM ({body}){predicate}",
+        components
+            .iter()
+            .map(|c| format!("CAST({0} AS DOUBLE) AS {0}", c.name))
+            .chain(medians.iter().map(|d| d.name.clone()))
+            .chain(
+                sources
+                    .iter()
+                    .map(|s| format!("CAST({0} AS BIGINT) AS {0}", rows_column(s)))
+            )
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The fact sources a rollup's measures draw on, sorted.
+pub fn rollup_sources<'a>(def: &'a CubeDef, rollup: &RollupDef) -> Vec<&'a str> {
+    let (components, medians) = def.rollup_measures(rollup);
+    distinct(
+        components
+            .iter()
+            .map(|c| c.source.as_str())
+            .chain(medians.iter().filter_map(|d| d.source.as_deref())),
+    )
 }

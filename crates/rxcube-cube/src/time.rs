@@ -50,6 +50,21 @@ impl Grain {
         Grain::ALL.into_iter().find(|g| g.as_str() == s)
     }
 
+    /// Whether every period of `coarser` is a whole number of periods of this grain, so a
+    /// rollup at this grain answers `coarser` exactly. The lattice: hour → day → week, pay
+    /// period, month → quarter → year (a week does not roll into a month, nor a pay period).
+    pub fn rolls_into(self, coarser: Grain) -> bool {
+        use Grain::*;
+        match self {
+            Hour => true,
+            Day => coarser != Hour,
+            Week | PayPeriod => coarser == self,
+            Month => matches!(coarser, Month | Quarter | Year),
+            Quarter => matches!(coarser, Quarter | Year),
+            Year => coarser == Year,
+        }
+    }
+
     /// The longest a period of this grain can be, for turning period bounds into event bounds.
     pub fn max_length(self) -> Duration {
         match self {
@@ -155,6 +170,35 @@ pub fn shift_hours(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_grain_lattice() {
+        use Grain::*;
+        let rolls: Vec<(Grain, Vec<Grain>)> = Grain::ALL
+            .into_iter()
+            .map(|g| {
+                (
+                    g,
+                    Grain::ALL
+                        .into_iter()
+                        .filter(|c| g.rolls_into(*c))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rolls,
+            vec![
+                (Hour, Grain::ALL.to_vec()),
+                (Day, vec![Day, Week, PayPeriod, Month, Quarter, Year]),
+                (Week, vec![Week]),
+                (PayPeriod, vec![PayPeriod]),
+                (Month, vec![Month, Quarter, Year]),
+                (Quarter, vec![Quarter, Year]),
+                (Year, vec![Year]),
+            ]
+        );
+    }
+
     use super::*;
 
     fn ts(s: &str) -> NaiveDateTime {

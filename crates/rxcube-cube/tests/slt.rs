@@ -18,6 +18,8 @@ use sqllogictest::{DBOutput, DefaultColumnType};
 
 struct Db {
     ctx: SessionContext,
+    /// Every cube relation must be served by a rollup.
+    from_rollups: bool,
 }
 
 #[async_trait]
@@ -26,7 +28,12 @@ impl sqllogictest::AsyncDB for Db {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DataFusionError> {
-        let batches = self.ctx.sql(sql).await?.collect().await?;
+        let (batches, served) = rxcube_cube::run_statement(&self.ctx, sql).await?;
+        if self.from_rollups && !served.iter().all(|s| s.contains(": rollup ")) {
+            return Err(DataFusionError::Plan(format!(
+                "not served by a rollup: {served:?}"
+            )));
+        }
         let Some(first) = batches.first() else {
             return Ok(DBOutput::Rows {
                 types: vec![],
@@ -105,19 +112,42 @@ async fn land(name: &str, root: &Path) -> Warehouse {
     warehouse
 }
 
-async fn run_suite(fixture: &str, suite: &str) {
-    run_suite_with(fixture, suite, rxcube_cube::CubeDef::built_in()).await;
+async fn run_suite(fixture: &str, suite: &str, rollups: bool) {
+    run_suite_with(fixture, suite, rxcube_cube::CubeDef::built_in(), rollups).await;
 }
 
-async fn run_suite_with(fixture: &str, suite: &str, def: rxcube_cube::CubeDef) {
+/// Builds every rollup of `def` in `warehouse`.
+async fn build_rollups(warehouse: &Warehouse, def: &rxcube_cube::CubeDef) {
+    rxcube_cube::rollup::run(
+        warehouse,
+        std::sync::Arc::new(def.clone()),
+        rxcube_cube::rollup::Mode::Build,
+        &mut |_, _| {},
+    )
+    .await
+    .expect("rollups build");
+}
+
+/// Runs a suite on the raw path, or (`rollups`) with every rollup built: the hand-worked
+/// answers must hold either way. With rollups, every cube.metrics scan must be served by one.
+async fn run_suite_with(fixture: &str, suite: &str, def: rxcube_cube::CubeDef, rollups: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let warehouse = land(fixture, &dir.path().join("w")).await;
+    if rollups {
+        build_rollups(&warehouse, &def).await;
+    }
+    let def = if rollups { def } else { without_rollups(def) };
     let ctx = rxcube_cube::session(&warehouse, def)
         .await
         .expect("session");
     let mut runner = sqllogictest::Runner::new(|| {
         let ctx = ctx.clone();
-        async move { Ok(Db { ctx }) }
+        async move {
+            Ok(Db {
+                ctx,
+                from_rollups: rollups,
+            })
+        }
     });
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/slt")
@@ -127,14 +157,175 @@ async fn run_suite_with(fixture: &str, suite: &str, def: rxcube_cube::CubeDef) {
     }
 }
 
+/// The definition with no rollups declared: the raw path, whatever the warehouse holds.
+fn without_rollups(mut def: rxcube_cube::CubeDef) -> rxcube_cube::CubeDef {
+    def.rollups.clear();
+    def
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tiny_chain_metrics() {
-    run_suite("tiny", "metrics.slt").await;
+    run_suite("tiny", "metrics.slt", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tiny_chain_relations() {
-    run_suite("tiny", "relations.slt").await;
+    run_suite("tiny", "relations.slt", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tiny_chain_metrics_from_rollups() {
+    run_suite("tiny", "metrics.slt", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tiny_chain_relations_from_rollups() {
+    run_suite("tiny", "relations.slt", true).await;
+}
+
+/// EXPLAIN names the rollup that serves a query, or why none does; `rxcube.rollups = false`
+/// forces the raw path; an import makes the rollups stale (never served) until a refresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_names_the_rollup_or_why_none_serves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let warehouse = land("tiny", &dir.path().join("w")).await;
+    let def = rxcube_cube::CubeDef::built_in();
+    build_rollups(&warehouse, &def).await;
+    let served = |ctx: SessionContext, sql: &'static str| async move {
+        let batches = ctx
+            .sql(&format!("EXPLAIN {sql}"))
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("explain");
+        let mut text = String::new();
+        for b in &batches {
+            let plans = b.column(1).as_string::<i32>();
+            for i in 0..b.num_rows() {
+                text.push_str(plans.value(i));
+                text.push('\n');
+            }
+        }
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix("CubeScanExec: "))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let month = "SELECT * FROM cube.metrics WHERE level = 'region' AND grain = 'quarter'";
+    let week = "SELECT * FROM cube.metrics WHERE grain = 'week' AND metric = 'csat_pct'";
+    let hour = "SELECT * FROM cube.metrics WHERE grain = 'hour' AND metric = 'rx_sold'";
+    let ctx = rxcube_cube::session(&warehouse, def.clone())
+        .await
+        .expect("session");
+    let first = served(ctx.clone(), month).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(
+        first[0].starts_with("cube.metrics served by rollup monthly (version 0, built "),
+        "{first:?}"
+    );
+    assert!(first[0].contains("rx_fills@0"), "{first:?}");
+    let second = served(ctx.clone(), week).await;
+    assert!(
+        second[0].starts_with("cube.metrics served by rollup daily"),
+        "{second:?}"
+    );
+    let third = served(ctx.clone(), hour).await;
+    assert!(
+        third[0].starts_with("cube.metrics served by rollup hourly"),
+        "{third:?}"
+    );
+
+    ctx.sql("SET rxcube.rollups = false").await.expect("set");
+    assert_eq!(
+        served(ctx.clone(), month).await,
+        ["cube.metrics served by raw tables (rxcube.rollups is off)"]
+    );
+
+    // One more fill: every rollup over fills is stale, and says so.
+    let extra = dir.path().join("more_fills.csv");
+    std::fs::write(
+        &extra,
+        "rx_id,fill_no,pharmacy_id,channel,received_at,filled_at\n\
+         900,0,1,local,2024-03-05T09:00:00-08:00,2024-03-05T09:04:00-08:00\n",
+    )
+    .expect("write");
+    let report = import(
+        &warehouse,
+        TableName::RxFills,
+        &[extra],
+        &ImportOptions::default(),
+        &NoProgress,
+    )
+    .await
+    .expect("import");
+    assert_eq!(report.status, Status::Accepted, "{:?}", report.errors);
+    let ctx = rxcube_cube::session(&warehouse, def.clone())
+        .await
+        .expect("session");
+    let stale = served(ctx, month).await;
+    assert!(
+        stale[0].contains("raw tables (no rollup answers it: hourly: rx_fills is at version 1, the rollup at version 0"),
+        "{stale:?}"
+    );
+    let reports = rxcube_cube::rollup::run(
+        &warehouse,
+        std::sync::Arc::new(def.clone()),
+        rxcube_cube::rollup::Mode::Refresh,
+        &mut |_, _| {},
+    )
+    .await
+    .expect("refresh");
+    let actions: Vec<(&str, &str)> = reports
+        .iter()
+        .map(|r| (r.rollup.as_str(), r.action))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("hourly", "refreshed"),
+            ("daily", "refreshed"),
+            ("monthly", "refreshed")
+        ]
+    );
+    // Only the periods around the new fill were recomputed, the coarser from the finer.
+    assert_eq!(
+        reports[0].part,
+        "periods 2024-03-05 02:00:00 .. 2024-03-06 08:00:00"
+    );
+    assert_eq!(reports[1].from, "rollup rollups.hourly");
+    let ctx = rxcube_cube::session(&warehouse, def.clone())
+        .await
+        .expect("session");
+    assert!(served(ctx.clone(), month).await[0].contains("served by rollup monthly (version 1"));
+    // The new fill counts: 4 minutes, local, on time.
+    let batches = ctx
+        .sql(
+            "SELECT value FROM cube.metrics WHERE level = 'pharmacy' AND node = '1' \
+             AND grain = 'day' AND period_start = TIMESTAMP '2024-03-05 00:00:00' \
+             AND metric = 'local_fills'",
+        )
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
+    let raw = rxcube_cube::session(&warehouse, without_rollups(def))
+        .await
+        .expect("session")
+        .sql(
+            "SELECT value FROM cube.metrics WHERE level = 'pharmacy' AND node = '1' \
+             AND grain = 'day' AND period_start = TIMESTAMP '2024-03-05 00:00:00' \
+             AND metric = 'local_fills'",
+        )
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
+    let value =
+        |b: &[arrow::array::RecordBatch]| b[0].column(0).as_primitive::<Float64Type>().value(0);
+    assert_eq!(value(&batches), value(&raw));
 }
 
 /// A new ratio metric takes a few lines of the cube definition and no Rust.
@@ -146,7 +337,8 @@ async fn a_metric_added_in_the_definition_is_served() {
     .expect("extra definition");
     let text = format!("{}\n{extra}", rxcube_cube::definition::BUILT_IN);
     let def = rxcube_cube::CubeDef::parse(&text, "built-in + repeat_fill.toml").expect("valid");
-    run_suite_with("tiny", "repeat_fill.slt", def).await;
+    run_suite_with("tiny", "repeat_fill.slt", def.clone(), false).await;
+    run_suite_with("tiny", "repeat_fill.slt", def, true).await;
 }
 
 /// A slice reads only what it needs: on-time at the region level scans fills (and the

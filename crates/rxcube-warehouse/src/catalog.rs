@@ -5,6 +5,7 @@
 //! that has never been imported is registered empty with its contract schema, so queries over
 //! a young warehouse still plan.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
@@ -26,19 +27,33 @@ pub const SYSTEM_SCHEMA: &str = "system";
 /// A session configured as every rxcube SQL surface expects: the `rxcube` catalog with the
 /// contract tables in `public`, and `information_schema` on.
 pub fn new_session() -> SessionContext {
-    let config = SessionConfig::new()
-        .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA)
-        .with_create_default_catalog_and_schema(true)
-        .with_information_schema(true);
-    SessionContext::new_with_config(config)
+    SessionContext::new_with_config(session_config())
 }
 
-/// Registers every contract table and system table of `warehouse` in `ctx`.
-pub async fn register_tables(ctx: &SessionContext, warehouse: &Warehouse) -> Result<()> {
+/// The configuration of [`new_session`], for sessions that add to it.
+pub fn session_config() -> SessionConfig {
+    SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA)
+        .with_create_default_catalog_and_schema(true)
+        .with_information_schema(true)
+}
+
+/// The version of each contract table a session reads (tables never imported are absent).
+pub type Versions = BTreeMap<String, i64>;
+
+/// Registers every contract table and system table of `warehouse` in `ctx`; returns the
+/// versions of the contract tables registered.
+pub async fn register_tables(ctx: &SessionContext, warehouse: &Warehouse) -> Result<Versions> {
+    let mut versions = Versions::new();
     for table in TableName::ALL {
         let def = table.def();
         let provider = match warehouse.load(def).await? {
-            Some(delta) => delta_provider(ctx, def.name, &delta).await?,
+            Some(delta) => {
+                if let Some(v) = delta.version() {
+                    versions.insert(def.name.to_string(), v as i64);
+                }
+                delta_provider(ctx, def.name, &delta).await?
+            }
             None => empty(def.name, def.stored_schema())?,
         };
         register(ctx, DEFAULT_SCHEMA, def.name, provider)?;
@@ -50,7 +65,36 @@ pub async fn register_tables(ctx: &SessionContext, warehouse: &Warehouse) -> Res
         };
         register(ctx, SYSTEM_SCHEMA, system.name(), provider)?;
     }
-    Ok(())
+    Ok(versions)
+}
+
+/// Registers the Delta table stored at `location` (relative to the root) as `schema.name`, at
+/// `version` (default: the latest); returns its version, or `None` (registering nothing) when
+/// it does not exist.
+pub async fn register_named(
+    ctx: &SessionContext,
+    warehouse: &Warehouse,
+    schema: &str,
+    name: &str,
+    location: &str,
+    version: Option<i64>,
+) -> Result<Option<i64>> {
+    let Some(mut delta) = warehouse.load_named(location).await? else {
+        return Ok(None);
+    };
+    if let Some(v) = version {
+        delta
+            .load_version(v as u64)
+            .await
+            .map_err(|source| WarehouseError::Delta {
+                table: location.to_string(),
+                url: warehouse.table_url(location).to_string(),
+                source,
+            })?;
+    }
+    let provider = delta_provider(ctx, name, &delta).await?;
+    register(ctx, schema, name, provider)?;
+    Ok(delta.version().map(|v| v as i64))
 }
 
 async fn delta_provider(
@@ -106,6 +150,8 @@ fn register(
             s
         }
     };
+    // Registering again (a newer version) replaces the table.
+    schema_provider.deregister_table(name).map_err(err)?;
     schema_provider
         .register_table(name.to_string(), provider)
         .map_err(err)?;

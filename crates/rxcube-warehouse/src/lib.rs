@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod catalog;
+mod changes;
 mod error;
 pub mod layout;
 mod location;
@@ -22,6 +23,7 @@ pub mod stores;
 pub mod system;
 mod upsert;
 
+pub use changes::FileChange;
 pub use error::{Result, WarehouseError};
 pub use location::Warehouse;
 pub use upsert::{UpsertOutcome, UpsertRequest};

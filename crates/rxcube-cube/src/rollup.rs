@@ -1,0 +1,655 @@
+//! Materialized rollups: the cube's partial states, stored, kept fresh, and chosen per query.
+//!
+//! A rollup (`[[rollup]]` in `cube.toml`) holds, per pharmacy, org version and period of its
+//! grain, only *mergeable* states: the sums of the additive components, an exact histogram per
+//! median ([`crate::hist`]), and the fact rows of each source. Any coarser cell, at any org
+//! level, is a merge of such rows, so a query answered from a rollup gives the same numbers as
+//! the raw path. Org attributes are joined at query time from the org version (`org_from`),
+//! so renaming or regrouping areas needs no rebuild.
+//!
+//! Each rollup is a Delta table under `_rxcube/rollups/<name>`. The commit that writes it
+//! records its *watermark*: the version of every table it was computed from and a fingerprint
+//! of its definition. A session registers the rollups as `rollups.<name>` and compares each
+//! watermark with the versions it reads: only a rollup computed from exactly those versions
+//! serves queries ([`Rollups::choose`]); a stale one is passed over (and `EXPLAIN` says why),
+//! so a rollup is never silently behind.
+//!
+//! [`run`] builds and refreshes them. A refresh reads the Delta log after the watermark: the
+//! files each import added or removed bound the stretch of time it touched, and only the
+//! rollup periods overlapping it are recomputed; a change to a pharmacy's zone or org dates,
+//! or to its peer group's target minutes, recomputes that pharmacy's rows. Rollups are built
+//! finest first, and a coarser one is merged from a finer one just written. Every write is one
+//! Delta commit that replaces the affected rows and records the new watermark together, so a
+//! reader sees the old rollup or the new one, and a killed job leaves the old one intact (and
+//! stale, until the next refresh).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::prelude::SessionContext;
+use rxcube_warehouse::Warehouse;
+use rxcube_warehouse::catalog::{Versions, register_named};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::definition::{CubeDef, MetricKind, MetricRef, RollupDef};
+use crate::sql::{ContentFrom, Part, RollupSource, Slice, rollup_content_sql, rollup_sources};
+use crate::time::{Grain, period_start};
+
+/// The schema holding the rollup tables (`rollups.<name>`).
+pub const ROLLUP_SCHEMA: &str = "rollups";
+/// Where the watermark is kept in the commit that writes a rollup.
+const WATERMARK_KEY: &str = "rxcube.rollup";
+/// The widest gap between local wall-clock time and UTC, rounded up (as in [`crate::sql`]).
+const MAX_OFFSET: i64 = 15;
+/// The longest shift: payroll rows are placed by `shift_start`, and touch hours to its end.
+const MAX_SHIFT_HOURS: i64 = 48;
+
+/// Where a rollup is stored, relative to the warehouse root.
+pub fn location(name: &str) -> String {
+    format!("_rxcube/rollups/{name}")
+}
+
+/// What a rollup was computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    /// The fingerprint of the rollup's definition ([`fingerprint`]).
+    pub definition: String,
+    /// The version of each table it depends on (absent: never imported).
+    pub sources: BTreeMap<String, i64>,
+    /// When the job that wrote it started (RFC 3339, UTC).
+    pub built_at: String,
+}
+
+impl Watermark {
+    /// `table@version ...`.
+    pub fn sources_text(&self) -> String {
+        self.sources
+            .iter()
+            .map(|(t, v)| format!("{t}@{v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Registers version `version` of rollup `name` as `rollups.<name>` in `ctx`.
+async fn register_rollup(
+    ctx: &SessionContext,
+    warehouse: &Warehouse,
+    name: &str,
+    version: i64,
+) -> Result<()> {
+    register_named(
+        ctx,
+        warehouse,
+        ROLLUP_SCHEMA,
+        name,
+        &location(name),
+        Some(version),
+    )
+    .await
+    .map_err(df_err)?;
+    Ok(())
+}
+
+/// A declared rollup as one session sees it.
+#[derive(Debug, Clone)]
+pub struct RollupState {
+    pub def: RollupDef,
+    /// The rollup table's version, `None` when it was never built.
+    pub version: Option<i64>,
+    pub watermark: Option<Watermark>,
+    /// Why it cannot serve this session's snapshot; empty when it is fresh.
+    pub stale: Vec<String>,
+}
+
+impl RollupState {
+    pub fn is_fresh(&self) -> bool {
+        self.version.is_some() && self.stale.is_empty()
+    }
+
+    /// `rollups.<name>`.
+    pub fn table(&self) -> String {
+        format!("{ROLLUP_SCHEMA}.{}", self.def.name)
+    }
+
+    /// One line: which rollup, its version and what it was computed from.
+    pub fn describe(&self) -> String {
+        let mut s = format!("rollup {}", self.def.name);
+        if let (Some(v), Some(w)) = (self.version, &self.watermark) {
+            let _ = write!(
+                s,
+                " (version {v}, built {} from {})",
+                w.built_at,
+                w.sources_text()
+            );
+        }
+        s
+    }
+}
+
+/// The rollups of one session, fresh or not.
+#[derive(Debug, Clone, Default)]
+pub struct Rollups {
+    pub states: Vec<RollupState>,
+}
+
+/// How a slice of `cube.metrics` is answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    /// From this rollup (`rollups.<name>`) at this grain; the note says which and how fresh.
+    Rollup {
+        table: String,
+        grain: Grain,
+        note: String,
+    },
+    /// From the landed tables, and why no rollup served.
+    Raw { reason: String },
+}
+
+impl Choice {
+    /// What `EXPLAIN` and result metadata say about it.
+    pub fn note(&self) -> String {
+        match self {
+            Choice::Rollup { note, .. } => note.clone(),
+            Choice::Raw { reason } => format!("raw tables ({reason})"),
+        }
+    }
+}
+
+/// The tables a rollup is computed from.
+pub fn dependencies(def: &CubeDef, rollup: &RollupDef) -> Vec<&'static str> {
+    let mut tables = vec!["pharmacies"];
+    for source in rollup_sources(def, rollup) {
+        match source {
+            "fills" => tables.extend(["rx_fills", "peer_groups"]),
+            "sales" => tables.push("pos"),
+            "surveys" => tables.push("surveys"),
+            _ => tables.push("payroll"),
+        }
+    }
+    tables.sort_unstable();
+    tables.dedup();
+    tables
+}
+
+/// A fingerprint of everything a rollup's rows depend on in the definition: its grain and
+/// measures, their definitions, and the time settings.
+pub fn fingerprint(def: &CubeDef, rollup: &RollupDef) -> String {
+    let (components, medians) = def.rollup_measures(rollup);
+    let mut h = Sha256::new();
+    h.update(format!("{:?}|{:?}", rollup.grain, def.time));
+    for c in components {
+        h.update(format!(
+            "|{}:{}:{}:{:?}",
+            c.name, c.source, c.value, c.filter
+        ));
+    }
+    for m in medians {
+        h.update(format!(
+            "|{}:{:?}:{:?}:{:?}",
+            m.name, m.source, m.value, m.filter
+        ));
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn df_err(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+impl Rollups {
+    /// Registers each declared rollup of `def` that exists in `warehouse` as `rollups.<name>`
+    /// in `ctx`, and judges it against `versions`, the versions `ctx` reads.
+    pub async fn load(
+        ctx: &SessionContext,
+        warehouse: &Warehouse,
+        def: &CubeDef,
+        versions: &Versions,
+    ) -> Result<Self> {
+        let mut states = Vec::new();
+        for r in &def.rollups {
+            let mut state = RollupState {
+                def: r.clone(),
+                version: None,
+                watermark: None,
+                stale: Vec::new(),
+            };
+            match warehouse
+                .latest_commit(&location(&r.name))
+                .await
+                .map_err(df_err)?
+            {
+                None => state.stale.push("never built".to_string()),
+                Some((version, info)) => {
+                    register_rollup(ctx, warehouse, &r.name, version).await?;
+                    state.version = Some(version);
+                    state.watermark = info
+                        .get(WATERMARK_KEY)
+                        .and_then(|w| serde_json::from_value(w.clone()).ok());
+                    state.stale = staleness(def, r, state.watermark.as_ref(), versions);
+                }
+            }
+            states.push(state);
+        }
+        Ok(Self { states })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&RollupState> {
+        self.states.iter().find(|s| s.def.name == name)
+    }
+
+    /// The rollup answering `slice` exactly with the fewest rows: fresh, at a grain that
+    /// rolls into every grain asked for, holding every measure the metrics need. The coarsest
+    /// such grain wins (fewer rows), then the one with fewer measures.
+    pub fn choose(&self, def: &CubeDef, slice: &Slice) -> Choice {
+        if self.states.is_empty() {
+            return Choice::Raw {
+                reason: "the cube definition declares no rollups".into(),
+            };
+        }
+        let mut reasons = Vec::new();
+        let mut best: Option<&RollupState> = None;
+        for s in &self.states {
+            let name = &s.def.name;
+            if !s.is_fresh() {
+                reasons.push(format!("{name}: {}", s.stale.join("; ")));
+                continue;
+            }
+            if let Some(g) = slice.grains.iter().find(|g| !s.def.grain.rolls_into(**g)) {
+                reasons.push(format!(
+                    "{name}: its grain {} does not roll into {}",
+                    s.def.grain.as_str(),
+                    g.as_str()
+                ));
+                continue;
+            }
+            if let Some(m) = missing_measure(def, &s.def, &slice.metrics) {
+                reasons.push(format!("{name}: it does not keep {m}"));
+                continue;
+            }
+            let key = |r: &RollupState| (r.def.grain, measure_count(def, &r.def));
+            if best.is_none_or(|b| key(s) > key(b)) {
+                best = Some(s);
+            }
+        }
+        match best {
+            Some(s) => Choice::Rollup {
+                table: s.table(),
+                grain: s.def.grain,
+                note: s.describe(),
+            },
+            None => Choice::Raw {
+                reason: format!("no rollup answers it: {}", reasons.join("; ")),
+            },
+        }
+    }
+}
+
+fn measure_count(def: &CubeDef, r: &RollupDef) -> std::cmp::Reverse<usize> {
+    let (c, m) = def.rollup_measures(r);
+    std::cmp::Reverse(c.len() + m.len())
+}
+
+/// The first measure `metrics` need that `rollup` does not keep.
+fn missing_measure(def: &CubeDef, rollup: &RollupDef, metrics: &[String]) -> Option<String> {
+    let (components, medians) = def.rollup_measures(rollup);
+    for m in metrics {
+        match def.lookup(m) {
+            Some(MetricRef::Defined(d))
+                if d.kind == MetricKind::Median && !medians.iter().any(|x| x.name == d.name) =>
+            {
+                return Some(d.name.clone());
+            }
+            Some(MetricRef::Defined(d)) if d.kind == MetricKind::Median => {}
+            Some(_) => {
+                for c in def.components_of(m) {
+                    if !components.iter().any(|x| x.name == c.name) {
+                        return Some(c.name.clone());
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    None
+}
+
+/// Why a rollup with `watermark` does not match the snapshot `versions`.
+fn staleness(
+    def: &CubeDef,
+    rollup: &RollupDef,
+    watermark: Option<&Watermark>,
+    versions: &Versions,
+) -> Vec<String> {
+    let Some(w) = watermark else {
+        return vec!["its commit carries no watermark".to_string()];
+    };
+    let mut why = Vec::new();
+    if w.definition != fingerprint(def, rollup) {
+        why.push("its definition changed".to_string());
+    }
+    for t in dependencies(def, rollup) {
+        let (built, now) = (w.sources.get(t), versions.get(t));
+        if built != now {
+            let v = |v: Option<&i64>| v.map_or("none".to_string(), |v| format!("version {v}"));
+            why.push(format!("{t} is at {}, the rollup at {}", v(now), v(built)));
+        }
+    }
+    why
+}
+
+/// What a job does with each rollup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Recompute every rollup from scratch.
+    Build,
+    /// Recompute only what changed since each rollup's watermark (everything when it was never
+    /// built or its definition changed).
+    Refresh,
+}
+
+/// What a job did to one rollup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub rollup: String,
+    /// `built`, `refreshed` or `up to date`.
+    pub action: &'static str,
+    /// What was recomputed, in words.
+    pub part: String,
+    /// Where the rows came from: `raw tables` or `rollup <name>`.
+    pub from: String,
+    pub version: Option<i64>,
+    pub seconds: f64,
+}
+
+/// Builds or refreshes every rollup of `def` in `warehouse`; `progress` hears each step
+/// (rollup name, what is happening).
+pub async fn run(
+    warehouse: &Warehouse,
+    def: Arc<CubeDef>,
+    mode: Mode,
+    progress: &mut dyn FnMut(&str, &str),
+) -> Result<Vec<Report>> {
+    let built_at = Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let ctx = crate::base_session();
+    let versions = rxcube_warehouse::catalog::register_tables(&ctx, warehouse)
+        .await
+        .map_err(df_err)?;
+    let rollups = Rollups::load(&ctx, warehouse, &def, &versions).await?;
+    let mut order: Vec<&RollupDef> = def.rollups.iter().collect();
+    order.sort_by_key(|r| r.grain);
+    // Rollups fresh at `versions`, usable as the source of coarser ones.
+    let mut fresh: Vec<RollupDef> = rollups
+        .states
+        .iter()
+        .filter(|s| s.is_fresh() && mode == Mode::Refresh)
+        .map(|s| s.def.clone())
+        .collect();
+    let mut reports = Vec::new();
+    for r in order {
+        let started = Instant::now();
+        let state = rollups.get(&r.name).cloned();
+        let fingerprint = fingerprint(&def, r);
+        let watermark = Watermark {
+            definition: fingerprint.clone(),
+            sources: dependencies(&def, r)
+                .into_iter()
+                .filter_map(|t| versions.get(t).map(|v| (t.to_string(), *v)))
+                .collect(),
+            built_at: built_at.clone(),
+        };
+        let previous = state
+            .as_ref()
+            .and_then(|s| s.watermark.clone())
+            .filter(|w| w.definition == fingerprint && mode == Mode::Refresh)
+            .filter(|_| state.as_ref().is_some_and(|s| s.version.is_some()));
+        let part = match &previous {
+            None => Part::default(),
+            Some(w) if w.sources == watermark.sources => {
+                reports.push(Report {
+                    rollup: r.name.clone(),
+                    action: "up to date",
+                    part: "nothing".into(),
+                    from: String::new(),
+                    version: state.and_then(|s| s.version),
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+                continue;
+            }
+            Some(w) => {
+                progress(&r.name, "reading the Delta log since the watermark");
+                // Unbounded changes (no statistics, no partition): everything.
+                changed_part(&ctx, warehouse, &def, r, w, &versions)
+                    .await?
+                    .unwrap_or_default()
+            }
+        };
+        let finer = fresh
+            .iter()
+            .filter(|f| f.name != r.name && f.grain < r.grain && f.grain.rolls_into(r.grain))
+            .filter(|f| {
+                let (fc, fm) = def.rollup_measures(f);
+                let (c, m) = def.rollup_measures(r);
+                c.iter().all(|x| fc.iter().any(|y| y.name == x.name))
+                    && m.iter().all(|x| fm.iter().any(|y| y.name == x.name))
+            })
+            .max_by_key(|f| f.grain)
+            .cloned();
+        let finer_table = finer
+            .as_ref()
+            .map(|f| format!("{ROLLUP_SCHEMA}.{}", f.name));
+        let from = match (&finer, &finer_table) {
+            (Some(f), Some(table)) => ContentFrom::Rollup(RollupSource {
+                table,
+                grain: f.grain,
+            }),
+            _ => ContentFrom::Raw,
+        };
+        let sql = rollup_content_sql(&def, r, from, &part);
+        tracing::debug!(rollup = %r.name, %sql, "rollup content");
+        progress(
+            &r.name,
+            &format!(
+                "computing {} from {}",
+                describe_part(&part),
+                finer_table.as_deref().unwrap_or("the raw tables")
+            ),
+        );
+        let rows = ctx.sql(&sql).await?;
+        let metadata = vec![(
+            WATERMARK_KEY.to_string(),
+            serde_json::to_value(&watermark).map_err(df_err)?,
+        )];
+        progress(&r.name, "committing");
+        let version = warehouse
+            .replace_derived(
+                &location(&r.name),
+                rows,
+                part.predicate(),
+                metadata,
+                &["period_start", "pharmacy_id"],
+            )
+            .await
+            .map_err(df_err)?;
+        register_rollup(&ctx, warehouse, &r.name, version).await?;
+        fresh.retain(|f| f.name != r.name);
+        fresh.push(r.clone());
+        reports.push(Report {
+            rollup: r.name.clone(),
+            action: if previous.is_some() {
+                "refreshed"
+            } else {
+                "built"
+            },
+            part: describe_part(&part),
+            from: finer_table
+                .map(|t| format!("rollup {t}"))
+                .unwrap_or_else(|| "raw tables".into()),
+            version: Some(version),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(reports)
+}
+
+fn describe_part(part: &Part) -> String {
+    let mut what = Vec::new();
+    if let Some((lo, hi)) = part.periods {
+        what.push(format!("periods {lo} .. {hi}"));
+    }
+    if !part.pharmacies.is_empty() {
+        what.push(format!("{} pharmacies", part.pharmacies.len()));
+    }
+    if what.is_empty() {
+        "every period".to_string()
+    } else {
+        what.join(" and ")
+    }
+}
+
+/// The part of `rollup` that the commits since `watermark` affect; `None` when it cannot be
+/// bounded (then everything is recomputed).
+async fn changed_part(
+    ctx: &SessionContext,
+    warehouse: &Warehouse,
+    def: &CubeDef,
+    rollup: &RollupDef,
+    watermark: &Watermark,
+    versions: &Versions,
+) -> Result<Option<Part>> {
+    let mut lo: Option<DateTime<Utc>> = None;
+    let mut hi: Option<DateTime<Utc>> = None;
+    let mut pharmacies: Vec<i64> = Vec::new();
+    for table in dependencies(def, rollup) {
+        let (built, now) = (watermark.sources.get(table), versions.get(table));
+        if built == now {
+            continue;
+        }
+        let Some(now) = now else {
+            return Ok(None);
+        };
+        match table {
+            "pharmacies" | "peer_groups" => {
+                let Some(built) = built else {
+                    return Ok(None);
+                };
+                pharmacies.extend(changed_pharmacies(ctx, warehouse, table, *built).await?);
+            }
+            _ => {
+                let (start, end) = match table {
+                    "rx_fills" => ("filled_at", "filled_at"),
+                    "pos" => ("sold_at", "sold_at"),
+                    "surveys" => ("responded_at", "responded_at"),
+                    _ => ("shift_start", "shift_end"),
+                };
+                // A log entry cleaned up since (log retention): no bound, everything.
+                let Ok(changes) = warehouse
+                    .changes(table, built.copied().unwrap_or(-1), *now)
+                    .await
+                else {
+                    return Ok(None);
+                };
+                for c in changes {
+                    let (a, b) = match (instant(c.min.get(start)), instant(c.max.get(end))) {
+                        (Some(a), Some(b)) => (a, b),
+                        _ => {
+                            // No statistics (a removed file): its UTC month partition.
+                            let month = c
+                                .partition
+                                .get(rxcube_model::contract::PARTITION_COLUMN)
+                                .cloned()
+                                .flatten()
+                                .and_then(|m| NaiveDate::parse_from_str(&m, "%Y-%m-%d").ok());
+                            let Some(month) = month else {
+                                return Ok(None);
+                            };
+                            let first = month.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+                            let next = month
+                                .checked_add_months(chrono::Months::new(1))
+                                .unwrap_or(month)
+                                .and_hms_opt(0, 0, 0)
+                                .unwrap_or_default()
+                                .and_utc();
+                            (first, next)
+                        }
+                    };
+                    let b = if table == "payroll" {
+                        b + Duration::hours(MAX_SHIFT_HOURS)
+                    } else {
+                        b
+                    };
+                    lo = Some(lo.map_or(a, |x| x.min(a)));
+                    hi = Some(hi.map_or(b, |x| x.max(b)));
+                }
+            }
+        }
+    }
+    pharmacies.sort_unstable();
+    pharmacies.dedup();
+    let anchor = def.time.pay_period_anchor;
+    let periods = match (lo, hi) {
+        (Some(lo), Some(hi)) => {
+            let local = |t: DateTime<Utc>| t.naive_utc();
+            let from: NaiveDateTime = local(lo) - Duration::hours(MAX_OFFSET);
+            let to: NaiveDateTime = local(hi) + Duration::hours(MAX_OFFSET);
+            Some((
+                period_start(rollup.grain, from, anchor),
+                period_start(rollup.grain, to, anchor),
+            ))
+        }
+        _ => None,
+    };
+    Ok(Some(Part {
+        periods,
+        pharmacies,
+    }))
+}
+
+/// An instant from the Delta log's statistics (RFC 3339 text).
+fn instant(v: Option<&Value>) -> Option<DateTime<Utc>> {
+    let text = v?.as_str()?;
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The pharmacies whose rows of a reference table changed in a way the rollups depend on
+/// since version `built`: for `pharmacies` the zone and the org rows' dates (not the org
+/// attributes, joined at query time); for `peer_groups` the rows' dates and target minutes.
+async fn changed_pharmacies(
+    ctx: &SessionContext,
+    warehouse: &Warehouse,
+    table: &str,
+    built: i64,
+) -> Result<Vec<i64>> {
+    let old = format!("{table}_at_{built}");
+    register_named(ctx, warehouse, "rx_history", &old, table, Some(built))
+        .await
+        .map_err(df_err)?;
+    let cols = match table {
+        "pharmacies" => "pharmacy_id, valid_from, valid_to, timezone",
+        _ => "pharmacy_id, valid_from, valid_to, rx_target_minutes",
+    };
+    let sql = format!(
+        "SELECT DISTINCT CAST(pharmacy_id AS BIGINT) AS id FROM (\
+           (SELECT {cols} FROM public.{table} EXCEPT SELECT {cols} FROM rx_history.{old}) \
+           UNION ALL (SELECT {cols} FROM rx_history.{old} EXCEPT SELECT {cols} FROM public.{table}))"
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let mut ids = Vec::new();
+    for b in batches {
+        let col = datafusion::common::cast::as_int64_array(b.column(0))?;
+        ids.extend(col.iter().flatten());
+    }
+    Ok(ids)
+}
