@@ -160,4 +160,17 @@ fn every_report_in_queries_runs_on_the_demo_chain() {
             file.display()
         );
     }
+    // The demo builds the rollups; their histograms print as text in CSV.
+    let o = rxcube(&[
+        "sql",
+        "--warehouse",
+        wh,
+        "--format",
+        "csv",
+        "SELECT pharmacy_id, median_processing_minutes FROM rollups.daily \
+         WHERE fills_rows > 0 ORDER BY period_start, pharmacy_id LIMIT 1",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("\"[{v: "), "{out}");
 }

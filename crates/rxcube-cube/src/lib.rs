@@ -9,6 +9,7 @@
 //! target attainment, diagnostics, the budget estimator). Every relation is SQL generated per
 //! query and served by one table provider ([`relation::CubeTable`]), documented in the catalog.
 
+pub mod cache;
 pub mod definition;
 pub mod hist;
 pub mod metrics;

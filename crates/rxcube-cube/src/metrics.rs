@@ -289,6 +289,10 @@ impl Relation for MetricsTable {
         Ok(metrics_sql(&self.def, &slice, None))
     }
 
+    fn snapshot(&self) -> Option<&str> {
+        Some(self.rollups.snapshot.as_str()).filter(|s| !s.is_empty())
+    }
+
     /// Answers from the rollup [`Rollups::choose`] picks, unless `rxcube.rollups` is off.
     fn plan_sql(
         &self,

@@ -63,6 +63,12 @@ pub trait Relation: Debug + Send + Sync + 'static {
     ) -> Result<(String, Option<String>)> {
         Ok((self.sql(filters, projection)?, None))
     }
+    /// The identity of the data the relation reads (every table's version), when its results
+    /// may be cached ([`crate::cache`]): two queries with the same snapshot, SQL, filters and
+    /// columns have the same answer.
+    fn snapshot(&self) -> Option<&str> {
+        None
+    }
     /// How the relation is computed, for its `CREATE` text.
     fn body(&self) -> String {
         "-- generated per query from the cube definition".to_string()
@@ -230,6 +236,24 @@ impl<R: Relation> TableProvider for CubeTable<R> {
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
         let (sql, note) = self.relation.plan_sql(state, &filters, &names)?;
         tracing::debug!(relation = %self.name, %sql, ?note, "cube relation");
+        let key = self
+            .relation
+            .snapshot()
+            .map(|s| format!("{s}\n{sql}\n{filters:?}\n{names:?}"));
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|c| Field::new(&c.name, c.data_type.clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        if let Some(key) = &key
+            && let Some(hit) = crate::cache::lookup(key, schema)?
+        {
+            let note = note.map_or("a cached result".to_string(), |n| {
+                format!("{n}, cached result")
+            });
+            return Ok(Arc::new(ServedExec::new(self.name.clone(), note, hit)));
+        }
         let state = state
             .as_any()
             .downcast_ref::<SessionState>()
@@ -263,6 +287,10 @@ impl<R: Relation> TableProvider for CubeTable<R> {
             )?
             .create_physical_plan()
             .await?;
+        let plan = match key {
+            Some(key) => crate::cache::filling(plan, key),
+            None => plan,
+        };
         Ok(match note {
             Some(note) => Arc::new(ServedExec::new(self.name.clone(), note, plan)),
             None => plan,

@@ -137,6 +137,9 @@ impl RollupState {
 #[derive(Debug, Clone, Default)]
 pub struct Rollups {
     pub states: Vec<RollupState>,
+    /// The snapshot the session reads: every landed table's version and every rollup's
+    /// (`table@version ...`), the key of its cached results ([`crate::cache`]).
+    pub snapshot: String,
 }
 
 /// How a slice of `cube.metrics` is answered.
@@ -241,7 +244,22 @@ impl Rollups {
             }
             states.push(state);
         }
-        Ok(Self { states })
+        let snapshot = versions
+            .iter()
+            .map(|(t, v)| format!("{t}@{v}"))
+            .chain(states.iter().map(|s| {
+                format!(
+                    "rollups.{}@{}",
+                    s.def.name,
+                    s.version.map_or("none".into(), |v| v.to_string())
+                )
+            }))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(Self {
+            states,
+            snapshot: format!("{} {snapshot}", warehouse.root()),
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&RollupState> {

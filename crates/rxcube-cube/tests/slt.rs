@@ -225,6 +225,25 @@ async fn explain_names_the_rollup_or_why_none_serves() {
         "{first:?}"
     );
     assert!(first[0].contains("rx_fills@0"), "{first:?}");
+    // Run once, the answer is kept for this snapshot: asked again, it is not recomputed.
+    let sorted = format!("{month} ORDER BY node, period_start, metric");
+    let answer = |ctx: SessionContext, sql: String| async move {
+        let batches = ctx
+            .sql(&sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        arrow::util::pretty::pretty_format_batches(&batches)
+            .expect("format")
+            .to_string()
+    };
+    let first_answer = answer(ctx.clone(), sorted.clone()).await;
+    let again = served(ctx.clone(), month).await;
+    assert!(again[0].ends_with(", cached result"), "{again:?}");
+    assert_eq!(answer(ctx.clone(), sorted).await, first_answer);
+    assert!(first_answer.lines().count() > 10, "{first_answer}");
     let second = served(ctx.clone(), week).await;
     assert!(
         second[0].starts_with("cube.metrics served by rollup daily"),
