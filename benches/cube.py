@@ -96,16 +96,18 @@ def rxcube_queries():
 
 
 def run_rxcube(rxcube, wh, sql, runs):
-    script = ";\n".join([sql] * (runs + 1)) + ";\n"
+    # The raw path, computed every time: no rollups, no result cache.
+    script = "SET rxcube.result_cache = false;\n" + ";\n".join([sql] * (runs + 1)) + ";\n"
     path = os.path.join(OUT, "cube-bench.sql")
     with open(path, "w") as f:
         f.write(script)
     env = dict(os.environ, DATAFUSION_EXECUTION_TARGET_PARTITIONS="2", TOKIO_WORKER_THREADS="2")
-    p = subprocess.run(["taskset", "-c", "0,1", rxcube, "sql", "-w", wh, "--timing", "--format", "csv", "-f", path],
+    p = subprocess.run(["taskset", "-c", "0,1", rxcube, "sql", "-w", wh, "--no-rollups", "--timing", "--format", "csv", "-f", path],
                        capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.exit(f"rxcube failed:\n{p.stderr}")
-    times = [float(line.split(", ")[1].split(" ")[0]) for line in p.stderr.splitlines() if line.startswith("(")]
+    times = [float(line.split(", ")[1].split(" ")[0]) for line in p.stderr.splitlines()
+             if line.startswith("(") and " rows, " in line][1:]
     rows = list(csv.reader(io.StringIO(p.stdout)))
     header = rows[0]
     first = []
@@ -216,11 +218,10 @@ def ratio(num, den, scale):
     return f"CASE WHEN {den} > 0 THEN {scale} * {num} / {den} END"
 
 
-def duck_queries():
+def peer_sql():
+    """CTEs `peered`, `long` and `ranked` over a CTE `cells` keyed by pharmacy_id (one pay period):
+    each pharmacy's key metrics with the peer group's pooled value, rank and peers ranked."""
     last_day = f"DATE '{PERIOD}' + INTERVAL 13 DAY"
-    hi = (datetime.date.fromisoformat(PERIOD) + datetime.timedelta(days=14)).isoformat()
-    pid = "pharmacy_id"
-    period = facts_sql(PERIOD, hi) + "," + cells_sql(pid, pid, pid, pid, [pid])
     peers = f"""
       peered AS (SELECT c.*, g.peer_group FROM cells c JOIN peer_groups g ON g.pharmacy_id = c.pharmacy_id
                  AND g.valid_from <= CAST({last_day} AS DATE) AND (g.valid_to IS NULL OR CAST({last_day} AS DATE) < g.valid_to))"""
@@ -234,6 +235,14 @@ def duck_queries():
       ranked AS (SELECT *, CASE WHEN value IS NOT NULL THEN rank() OVER (PARTITION BY metric, peer_group, value IS NULL
                              ORDER BY CASE WHEN metric = 'labor_cost_per_rx' THEN value ELSE -value END) END AS peer_rank,
                         count(value) OVER (PARTITION BY metric, peer_group) AS peer_size FROM long)"""
+    return peers, ranked
+
+
+def duck_queries():
+    hi = (datetime.date.fromisoformat(PERIOD) + datetime.timedelta(days=14)).isoformat()
+    pid = "pharmacy_id"
+    period = facts_sql(PERIOD, hi) + "," + cells_sql(pid, pid, pid, pid, [pid])
+    peers, ranked = peer_sql()
     # The org path in effect on each fact's local date ("as was"), then cells per region and month.
     def placed(src):
         return (f"(SELECT x.*, o.region, date_trunc('month', x.lt) AS month FROM {src} x JOIN pharmacies o "

@@ -4,8 +4,11 @@ On the chain of benches/cube.py (same generation, same warehouse, default about 
 
   build     `rxcube rollup build` (every rollup from scratch) against one DuckDB pass over the
             raw Parquet computing the five key metrics per pharmacy and day
-  served    the report queries of cube.py answered from the rollups (p50 and p99 of --runs warm
-            runs in one process) against DuckDB computing them from the raw Parquet
+  served    the report queries of cube.py answered from the rollups in one rxcube process: the
+            first run (planned and computed from the rollup) and the p50 and p99 of --runs
+            repeats (served from the per-snapshot result cache), against DuckDB computing them
+            from the raw Parquet, and (score card, peer ranking) against DuckDB computing them
+            from the same rollup's Parquet files
 
 The served answers are compared with DuckDB's (6 significant digits) before any time counts.
 2 threads each. Reported in a table; record it in benches/RESULTS.md.
@@ -29,6 +32,55 @@ def timed(cmd, env=None):
     if p.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{p.stderr}")
     return time.perf_counter() - start, p.stdout
+
+
+def run_all(rxcube, wh, sql, runs, env):
+    """Times (seconds) of 1 + runs executions of `sql` in one rxcube session, and the first answer."""
+    path = os.path.join(cube.OUT, "rollups-bench.sql")
+    with open(path, "w") as f:
+        f.write(";\n".join([sql] * (runs + 1)) + ";\n")
+    p = subprocess.run(["taskset", "-c", "0,1", rxcube, "sql", "-w", wh, "--timing", "--format", "csv", "-f", path],
+                       capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        sys.exit(f"rxcube failed:\n{p.stderr}")
+    times = [float(line.split(", ")[1].split(" ")[0]) for line in p.stderr.splitlines()
+             if line.startswith("(") and " rows, " in line]
+    served = [line for line in p.stderr.splitlines() if line.startswith("(served by")]
+    rows = list(cube.csv.reader(cube.io.StringIO(p.stdout)))
+    header, first = rows[0], []
+    for row in rows[1:]:
+        if row == header:
+            break
+        first.append(row)
+    return times, first, served[0] if served else ""
+
+
+def duck_rollup_queries(wh):
+    """Score card and peer ranking from the daily rollup's Parquet files (a fresh build: every
+    file in the directory is live)."""
+    hi = (cube.datetime.date.fromisoformat(cube.PERIOD) + cube.datetime.timedelta(days=14)).isoformat()
+    cells = f"""
+      r AS (SELECT * FROM read_parquet('{wh}/_rxcube/rollups/daily/*.parquet')
+            WHERE period_start >= TIMESTAMP '{cube.PERIOD}' AND period_start < TIMESTAMP '{hi}'),
+      cells AS (SELECT pharmacy_id, sum(labor_cost) AS labor_cost, sum(rx_sold) AS rx_sold,
+                       sum(otc_sales) AS otc, sum(survey_responses) AS responses,
+                       sum(very_satisfied) + sum(satisfied) AS happy, sum(local_fills) AS local_fills,
+                       sum(local_on_time) AS on_time, sum(refills) AS refills, sum(crp_refills) AS crp
+                FROM r GROUP BY pharmacy_id)"""
+    peers, ranked = cube.peer_sql()
+    return {
+        "score_card": f"WITH {cells}, {peers}, {ranked} SELECT metric, value, peer_avg, peer_rank, peer_size "
+                      f"FROM ranked WHERE pharmacy_id = {cube.PHARMACY} ORDER BY metric",
+        "peer_ranking": f"""
+            WITH {cells}, {peers},
+            ranked AS (SELECT pharmacy_id, peer_group, {cube.ratio('on_time', 'local_fills', 100.0)} AS value,
+                              {cube.ratio('sum(on_time) OVER (PARTITION BY peer_group)', 'sum(local_fills) OVER (PARTITION BY peer_group)', 100.0)} AS peer_avg
+                       FROM peered)
+            SELECT CAST(pharmacy_id AS VARCHAR), peer_group, value, peer_avg,
+                   CASE WHEN value IS NOT NULL THEN rank() OVER (PARTITION BY peer_group, value IS NULL ORDER BY value DESC) END,
+                   count(value) OVER (PARTITION BY peer_group)
+            FROM ranked ORDER BY 1""",
+    }
 
 
 def pct(xs, q):
@@ -66,27 +118,38 @@ def main():
     con.execute(one_pass).fetchall()
     duck_pass_s = time.perf_counter() - start
 
-    ours_q, theirs_q = cube.rxcube_queries(), cube.duck_queries()
+    ours_q, theirs_q, rollup_q = cube.rxcube_queries(), cube.duck_queries(), duck_rollup_queries(wh)
     names = args.only.split(",") if args.only else list(ours_q)
     rows = []
     for name in names:
         print(f"{name} ...", flush=True)
-        ours_t, header, ours_rows = cube.run_rxcube(args.rxcube, wh, ours_q[name], args.runs)
-        theirs_t, theirs_rows = cube.run_duck(con, theirs_q[name], 1)
+        times, ours_rows, served = run_all(args.rxcube, wh, ours_q[name], args.runs, env)
+        assert "rollup" in served, (name, served)
+        start = time.perf_counter()
+        theirs_rows = con.execute(theirs_q[name]).fetchall()
+        duck_raw = time.perf_counter() - start
         assert len(ours_rows) == len(theirs_rows), (name, len(ours_rows), len(theirs_rows))
         for o, t in zip(ours_rows, theirs_rows):
-            assert all(cube.same(a, b) for a, b in zip(o, t)), (name, header, o, t)
-        p50, p99, duck = pct(ours_t, 0.5), pct(ours_t, 0.99), statistics.median(theirs_t)
-        rows.append((name, len(ours_rows), p50, p99, duck, duck / p50))
+            assert all(cube.same(a, b) for a, b in zip(o, t)), (name, o, t)
+        duck_rollup = None
+        if name in rollup_q:
+            _, rolled = cube.run_duck(con, rollup_q[name], 0)
+            for o, t in zip(ours_rows, rolled):
+                assert all(cube.same(a, b) for a, b in zip(o, t)), (name, "rollup parquet", o, t)
+            duck_rollup = statistics.median(cube.run_duck(con, rollup_q[name], 5)[0])
+        cold, warm = times[0], times[1:]
+        rows.append((name, len(ours_rows), cold, pct(warm, 0.5), pct(warm, 0.99), duck_raw, duck_rollup))
 
     lines = [
         f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         f"chain: {pharmacies} pharmacies x {cube.DAYS} days, {fills:,} fills; 2 threads each; "
         f"rxcube p50/p99 of {args.runs} warm runs in one session",
         "",
-        "| served query | rows | rxcube p50 ms | rxcube p99 ms | DuckDB raw ms | DuckDB / rxcube |",
-        "|---|---|---|---|---|---|",
-        *[f"| {n} | {r} | {a * 1e3:.1f} | {b * 1e3:.1f} | {d * 1e3:.0f} | {x:.0f}x |" for n, r, a, b, d, x in rows],
+        "| served query | rows | rxcube first ms | rxcube p50 ms | rxcube p99 ms | DuckDB raw ms | raw / p50 | raw / first | DuckDB on rollup ms | rxcube first / DuckDB rollup |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *[f"| {n} | {r} | {c * 1e3:.1f} | {a * 1e3:.1f} | {b * 1e3:.1f} | {d * 1e3:.0f} | {d / a:.0f}x | {d / c:.0f}x | "
+          + (f"{u * 1e3:.1f} | {c / u:.2f}x |" if u else "- | - |")
+          for n, r, c, a, b, d, u in rows],
         "",
         f"rollup build: {build_s:.1f} s; one DuckDB pass (key metrics per pharmacy and day): {duck_pass_s:.1f} s; "
         f"ratio {build_s / duck_pass_s:.2f}x (goal <= 1.5x); DuckDB {duckdb.__version__}",

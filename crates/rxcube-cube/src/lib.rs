@@ -55,6 +55,9 @@ extensions_options! {
         /// Answer cube queries from fresh rollups when one answers exactly; `false` forces
         /// the raw tables (for checking, or timing the raw path).
         pub rollups: bool, default = true
+        /// Reuse results computed for the same snapshot ([`cache`]); `false` recomputes
+        /// every query (for timing the engine).
+        pub result_cache: bool, default = true
     }
 }
 

@@ -236,9 +236,15 @@ impl<R: Relation> TableProvider for CubeTable<R> {
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
         let (sql, note) = self.relation.plan_sql(state, &filters, &names)?;
         tracing::debug!(relation = %self.name, %sql, ?note, "cube relation");
+        let caching = state
+            .config_options()
+            .extensions
+            .get::<crate::CubeOptions>()
+            .is_none_or(|o| o.result_cache);
         let key = self
             .relation
             .snapshot()
+            .filter(|_| caching)
             .map(|s| format!("{s}\n{sql}\n{filters:?}\n{names:?}"));
         let schema = Arc::new(Schema::new(
             columns

@@ -244,6 +244,14 @@ async fn explain_names_the_rollup_or_why_none_serves() {
     assert!(again[0].ends_with(", cached result"), "{again:?}");
     assert_eq!(answer(ctx.clone(), sorted).await, first_answer);
     assert!(first_answer.lines().count() > 10, "{first_answer}");
+    ctx.sql("SET rxcube.result_cache = false")
+        .await
+        .expect("set");
+    let recomputed = served(ctx.clone(), month).await;
+    assert!(!recomputed[0].contains("cached"), "{recomputed:?}");
+    ctx.sql("SET rxcube.result_cache = true")
+        .await
+        .expect("set");
     let second = served(ctx.clone(), week).await;
     assert!(
         second[0].starts_with("cube.metrics served by rollup daily"),
