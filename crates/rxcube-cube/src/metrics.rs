@@ -20,7 +20,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 
 use crate::CubeOptions;
 use crate::definition::{CubeDef, LEVELS};
-use crate::relation::{Column, Relation};
+use crate::relation::{Column, Planned, Relation};
 use crate::rollup::{Choice, Rollups};
 use crate::sql::{RollupSource, Slice, metrics_sql};
 use crate::time::Grain;
@@ -299,9 +299,17 @@ impl Relation for MetricsTable {
         state: &dyn Session,
         filters: &[Expr],
         projection: &[&str],
-    ) -> Result<(String, Option<String>)> {
+    ) -> Result<Planned> {
         let peers = projection.iter().any(|c| PEER_COLUMNS.contains(c));
-        let slice = self.slice(filters, peers)?;
+        let mut slice = self.slice(filters, peers)?;
+        let mut filters = filters.to_vec();
+        // Pharmacies ranked among their peers: every pharmacy is computed whichever is asked
+        // for, so the node filter is left to DataFusion above the scan, and every pharmacy's
+        // score card of a period shares one cached result.
+        if slice.peers && slice.levels == ["pharmacy"] {
+            slice.nodes = None;
+            filters.retain(|f| !f.column_refs().iter().any(|c| c.name == "node"));
+        }
         let enabled = state
             .config_options()
             .extensions
@@ -326,6 +334,10 @@ impl Relation for MetricsTable {
             ),
             Choice::Raw { .. } => metrics_sql(&self.def, &slice, None),
         };
-        Ok((sql, Some(choice.note())))
+        Ok(Planned {
+            sql,
+            note: Some(choice.note()),
+            filters,
+        })
     }
 }

@@ -60,8 +60,12 @@ pub trait Relation: Debug + Send + Sync + 'static {
         _state: &dyn Session,
         filters: &[Expr],
         projection: &[&str],
-    ) -> Result<(String, Option<String>)> {
-        Ok((self.sql(filters, projection)?, None))
+    ) -> Result<Planned> {
+        Ok(Planned {
+            sql: self.sql(filters, projection)?,
+            note: None,
+            filters: filters.to_vec(),
+        })
     }
     /// The identity of the data the relation reads (every table's version), when its results
     /// may be cached ([`crate::cache`]): two queries with the same snapshot, SQL, filters and
@@ -73,6 +77,17 @@ pub trait Relation: Debug + Send + Sync + 'static {
     fn body(&self) -> String {
         "-- generated per query from the cube definition".to_string()
     }
+}
+
+/// How a relation answers one query.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub sql: String,
+    /// What it reads, for `EXPLAIN` and the result's metadata.
+    pub note: Option<String>,
+    /// The filters applied to the SQL's result inside the scan (and part of the cached
+    /// result's key); DataFusion applies every filter above the scan again. By default all.
+    pub filters: Vec<Expr>,
 }
 
 /// The table provider of a [`Relation`].
@@ -234,7 +249,7 @@ impl<R: Relation> TableProvider for CubeTable<R> {
             None => self.relation.columns().iter().collect(),
         };
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-        let (sql, note) = self.relation.plan_sql(state, &filters, &names)?;
+        let Planned { sql, note, filters } = self.relation.plan_sql(state, &filters, &names)?;
         tracing::debug!(relation = %self.name, %sql, ?note, "cube relation");
         let caching = state
             .config_options()
