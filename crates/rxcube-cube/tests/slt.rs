@@ -244,6 +244,30 @@ async fn explain_names_the_rollup_or_why_none_serves() {
     assert!(again[0].ends_with(", cached result"), "{again:?}");
     assert_eq!(answer(ctx.clone(), sorted).await, first_answer);
     assert!(first_answer.lines().count() > 10, "{first_answer}");
+    // Every pharmacy's score card of a period shares the result of the first.
+    let card = |node: &str| {
+        format!(
+            "SELECT metric, value, peer_avg, peer_rank FROM cube.metrics WHERE level = 'pharmacy' \
+             AND grain = 'month' AND node = '{node}' AND metric IN ('on_time_pct', 'csat_pct') \
+             ORDER BY metric"
+        )
+    };
+    let one = answer(ctx.clone(), card("1")).await;
+    assert!(one.contains("on_time_pct"), "{one}");
+    let plan = ctx
+        .sql(&format!("EXPLAIN {}", card("2")))
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("explain");
+    let plan = arrow::util::pretty::pretty_format_batches(&plan)
+        .expect("format")
+        .to_string();
+    assert!(
+        plan.contains("served by rollup monthly") && plan.contains("cached result"),
+        "{plan}"
+    );
     ctx.sql("SET rxcube.result_cache = false")
         .await
         .expect("set");
