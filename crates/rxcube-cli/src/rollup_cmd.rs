@@ -86,15 +86,20 @@ pub async fn refresh(
     let reports = rollup::run(warehouse, def, mode, &mut progress).await;
     bar.finish_and_clear();
     for r in reports?.into_iter().filter(|_| print) {
-        let version = r
-            .version
-            .map(|v| format!(" -> version {v}"))
-            .unwrap_or_default();
+        let version = match (r.action, r.version) {
+            ("up to date", Some(v)) => format!(" at version {v}"),
+            (_, Some(v)) => format!(" -> version {v}"),
+            _ => String::new(),
+        };
         let from = if r.from.is_empty() {
             String::new()
         } else {
             format!(" from {}", r.from)
         };
+        if r.action == "up to date" {
+            println!("{:<10} up to date{version}", r.rollup);
+            continue;
+        }
         println!(
             "{:<10} {:<10} {}{from}{version} ({:.2} s)",
             r.rollup, r.action, r.part, r.seconds
