@@ -56,12 +56,28 @@ def run_all(rxcube, wh, sql, runs, env):
     return times, first, served[0] if served else ""
 
 
+def live_files(table):
+    """The data files of a Delta table's latest version, replayed from its JSON log."""
+    import glob
+    import json
+    live = []
+    for entry in sorted(glob.glob(os.path.join(table, "_delta_log", "*.json"))):
+        with open(entry) as f:
+            for line in f:
+                action = json.loads(line)
+                if "add" in action:
+                    live.append(action["add"]["path"])
+                elif "remove" in action:
+                    live.remove(action["remove"]["path"])
+    return [os.path.join(table, p) for p in live]
+
+
 def duck_rollup_queries(wh):
-    """Score card and peer ranking from the daily rollup's Parquet files (a fresh build: every
-    file in the directory is live)."""
+    """Score card and peer ranking from the live Parquet files of the daily rollup."""
+    files = ", ".join(f"'{f}'" for f in live_files(f"{wh}/_rxcube/rollups/daily"))
     hi = (cube.datetime.date.fromisoformat(cube.PERIOD) + cube.datetime.timedelta(days=14)).isoformat()
     cells = f"""
-      r AS (SELECT * FROM read_parquet('{wh}/_rxcube/rollups/daily/*.parquet')
+      r AS (SELECT * FROM read_parquet([{files}])
             WHERE period_start >= TIMESTAMP '{cube.PERIOD}' AND period_start < TIMESTAMP '{hi}'),
       cells AS (SELECT pharmacy_id, sum(labor_cost) AS labor_cost, sum(rx_sold) AS rx_sold,
                        sum(otc_sales) AS otc, sum(survey_responses) AS responses,
@@ -144,10 +160,9 @@ def main():
     # One more day of fills (the last day's, a day later, under new prescription numbers),
     # imported, then an incremental refresh.
     extra = os.path.join(cube.OUT, "one-more-day.parquet")
-    last = con.execute("SELECT max(filled_at) FROM rx_fills").fetchone()[0]
     con.execute(f"""COPY (SELECT rx_id + 1000000000 AS rx_id, fill_no, pharmacy_id, channel,
                                received_at + INTERVAL 1 DAY AS received_at, filled_at + INTERVAL 1 DAY AS filled_at
-                        FROM rx_fills WHERE filled_at > TIMESTAMPTZ '{last}' - INTERVAL 1 DAY)
+                        FROM rx_fills WHERE filled_at > (SELECT max(filled_at) FROM rx_fills) - INTERVAL 1 DAY)
                     TO '{extra}' (FORMAT parquet)""")
     day_fills = con.execute(f"SELECT count(*) FROM read_parquet('{extra}')").fetchone()[0]
     start = time.perf_counter()

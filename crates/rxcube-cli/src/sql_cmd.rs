@@ -85,7 +85,7 @@ async fn run_statement(
     }
     if timing {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        eprintln!("({rows} rows, {:.3} s)", elapsed.as_secs_f64());
+        eprintln!("({rows} rows, {:.4} s)", elapsed.as_secs_f64());
         for line in served {
             eprintln!("(served by {line})");
         }
