@@ -8,6 +8,13 @@
 //! asks for ([`sql`]); [`views`] adds the analyst relations over it (wide views, rankings,
 //! target attainment, diagnostics, the budget estimator). Every relation is SQL generated per
 //! query and served by one table provider ([`relation::CubeTable`]), documented in the catalog.
+//!
+//! It is also *rollups*: [`rollup`] materializes mergeable partial states ([`hist`] for exact
+//! medians) as Delta tables, keeps them fresh from the Delta log, and picks, per query, the
+//! coarsest fresh rollup that answers it exactly ([`rollup::Rollups::choose`]); the generated
+//! SQL then reads the rollup instead of the facts ([`sql::metrics_sql`]). Results are cached per
+//! snapshot ([`cache`]). `EXPLAIN` and each result's schema metadata ([`SERVED_BY_KEY`]) say
+//! what served a query.
 
 pub mod cache;
 pub mod definition;

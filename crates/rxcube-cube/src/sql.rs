@@ -1,4 +1,5 @@
-//! The raw path: the SQL that computes a slice of `cube.metrics` from the landed tables.
+//! The SQL that computes a slice of `cube.metrics` from the landed tables (the raw path) or
+//! from a rollup, and the SQL that computes a rollup's rows ([`rollup_content_sql`]).
 //!
 //! A [`Slice`] names the levels, grains and metrics a query needs (from its filters); the
 //! generated query reads only the fact sources those metrics draw on and aggregates only those
@@ -13,6 +14,10 @@
 //!    local hour), and the zone conversion runs once per bucket.
 //! 2. `<source>_events`: facts joined to the org path in effect on their local date ("as was"),
 //!    and bucketed into each requested grain (`period_start`).
+//!
+//!    From a rollup ([`RollupSource`]), steps 1 and 2 are one CTE `rollup_events`: the rollup's
+//!    rows joined to their org version, re-bucketed into the requested grains, kept where a
+//!    source of the slice has facts; medians merge histograms (`rx_hist_median`).
 //! 3. `level_cells`: per org node of each requested level, grain and period, the additive
 //!    components summed (pooled: sums first, ratios last) and the medians taken, in one
 //!    aggregation per source. DataFusion inlines every reference to a CTE, so no CTE that reads
