@@ -113,6 +113,45 @@ def test_an_s3_warehouse_answers_like_a_local_one(s3_env, tmp_path):
     assert again.returncode == 0 and "nothing committed" in again.stdout, again.stdout
 
 
+def cube_answer(env, warehouse, *flags):
+    sql = ("SELECT node, grain, CAST(period_start AS VARCHAR) AS p, metric, round(value, 6) AS v FROM cube.metrics "
+           "WHERE level = 'region' AND grain IN ('day', 'month') AND metric IN ('local_fills', 'on_time_pct', "
+           "'median_processing_minutes') ORDER BY node, grain, p, metric")
+    out = run(env, "sql", "-w", warehouse, "--format", "csv", "--timing", *flags, sql)
+    assert out.returncode == 0, out.stderr
+    return out.stdout, out.stderr
+
+
+def test_rollups_on_s3_are_built_refreshed_and_served(s3_env, tmp_path):
+    """Rollup jobs write their Delta tables on the object store, read its log to refresh, and
+    serve the raw answer."""
+    env, s3, bucket = s3_env
+    remote = f"s3://{bucket}/rollups-warehouse"
+    steps = [("pharmacies", "pharmacies.parquet"), ("peer_groups", "peer_groups.parquet"),
+             ("rx_fills", "rx_fills.parquet")]
+    for table, f in steps:
+        out = run(env, "import", "-w", remote, table, os.path.join(DEMO, f))
+        assert out.returncode == 0, out.stderr
+    built = run(env, "rollup", "build", "-w", remote)
+    assert built.returncode == 0, built.stderr
+    served, timing = cube_answer(env, remote)
+    assert "(served by cube.metrics: rollup daily" in timing, timing
+    raw, timing = cube_answer(env, remote, "--no-rollups")
+    assert "raw tables (rxcube.rollups is off)" in timing, timing
+    assert served == raw and served.count("\n") > 50, served
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="rollups-warehouse/_rxcube/rollups/")["Contents"]]
+    assert "rollups-warehouse/_rxcube/rollups/daily/_delta_log/00000000000000000000.json" in keys, keys
+
+    # The corrections: an incremental refresh from the log on S3.
+    out = run(env, "import", "-w", remote, "rx_fills", os.path.join(DEMO, "corrections", "rx_fills.parquet"),
+              "--refresh")
+    assert out.returncode == 0, out.stderr
+    assert "hourly     refreshed  periods" in out.stdout, out.stdout
+    served, timing = cube_answer(env, remote)
+    assert "rollup daily (version 1" in timing, timing
+    assert served == cube_answer(env, remote, "--no-rollups")[0]
+
+
 def test_an_unreachable_s3_endpoint_is_a_clear_error(tmp_path):
     env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", AWS_ALLOW_HTTP="true",
                AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s", AWS_REGION="us-east-1",
