@@ -134,6 +134,7 @@ def main():
     start = time.perf_counter()
     con.execute(one_pass).fetchall()
     duck_pass_s = time.perf_counter() - start
+    print(f"rollup build {build_s:.1f} s; one DuckDB pass {duck_pass_s:.1f} s", flush=True)
 
     ours_q, theirs_q, rollup_q = cube.rxcube_queries(), cube.duck_queries(), duck_rollup_queries(wh)
     names = args.only.split(",") if args.only else list(ours_q)
@@ -156,6 +157,9 @@ def main():
             duck_rollup = statistics.median(cube.run_duck(con, rollup_q[name], 5)[0])
         cold, warm = times[0], times[1:]
         rows.append((name, len(ours_rows), cold, pct(warm, 0.5), pct(warm, 0.99), duck_raw, duck_rollup))
+        print(f"  {name}: rxcube first {cold * 1e3:.1f} ms, p50 {pct(warm, 0.5) * 1e3:.2f} ms, "
+              f"p99 {pct(warm, 0.99) * 1e3:.2f} ms; DuckDB raw {duck_raw * 1e3:.0f} ms; "
+              f"DuckDB on rollup {duck_rollup * 1e3 if duck_rollup else float('nan'):.1f} ms", flush=True)
 
     # One more day of fills (the last day's, a day later, under new prescription numbers),
     # imported, then an incremental refresh.
