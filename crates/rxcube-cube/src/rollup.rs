@@ -186,7 +186,8 @@ pub fn dependencies(def: &CubeDef, rollup: &RollupDef) -> Vec<&'static str> {
 pub fn fingerprint(def: &CubeDef, rollup: &RollupDef) -> String {
     let (components, medians) = def.rollup_measures(rollup);
     let mut h = Sha256::new();
-    h.update(format!("{:?}|{:?}", rollup.grain, def.time));
+    // The storage layout's version: a new layout makes every rollup stale.
+    h.update(format!("layout 2|{:?}|{:?}", rollup.grain, def.time));
     for c in components {
         h.update(format!(
             "|{}:{}:{}:{:?}",
@@ -496,6 +497,7 @@ pub async fn run(
                 part.predicate(),
                 metadata,
                 &["period_start", "pharmacy_id"],
+                &[crate::sql::PERIOD_MONTH],
             )
             .await
             .map_err(df_err)?;

@@ -31,7 +31,7 @@
 
 use std::fmt::Write;
 
-use chrono::{Duration, NaiveDateTime};
+use chrono::{Datelike, Duration, NaiveDateTime};
 
 use crate::definition::{Component, CubeDef, Metric, MetricKind, MetricRef, RollupDef};
 use crate::time::Grain;
@@ -675,8 +675,17 @@ impl Part {
                     t.format("%Y-%m-%dT%H:%M:%S%.6f")
                 )
             };
+            // The month partitions first: only their files are read and rewritten.
+            let month = |t: NaiveDateTime| {
+                format!(
+                    "arrow_cast('{}', 'Date32')",
+                    t.date().with_day(1).unwrap_or(t.date()).format("%Y-%m-%d")
+                )
+            };
             any.push(format!(
-                "(period_start >= {} AND period_start <= {})",
+                "(period_month >= {} AND period_month <= {} AND period_start >= {} AND period_start <= {})",
+                month(lo),
+                month(hi),
                 ts(lo),
                 ts(hi)
             ));
@@ -698,6 +707,10 @@ impl Part {
         self.periods.is_none() && self.pharmacies.is_empty()
     }
 }
+
+/// The partition column of a rollup table: the first day of the month of `period_start`, so a
+/// refresh reads and rewrites only the months it touches.
+pub const PERIOD_MONTH: &str = "period_month";
 
 /// The rows of `rollup` in `part`: per pharmacy, org version (`org_from`, the `valid_from` of
 /// the pharmacy's org row in effect) and period of the rollup's grain, each kept component
@@ -838,9 +851,10 @@ pub fn rollup_content_sql(
         }
     };
     format!(
-        "SELECT CAST(pharmacy_id AS INT) AS pharmacy_id, CAST(org_from AS DATE) AS org_from, \
-           arrow_cast(period_start, 'Timestamp(Microsecond, None)') AS period_start, {} \
-         FROM ({body}){predicate}",
+        "SELECT * FROM (SELECT CAST(pharmacy_id AS INT) AS pharmacy_id, CAST(org_from AS DATE) AS org_from, \
+           arrow_cast(period_start, 'Timestamp(Microsecond, None)') AS period_start, {}, \
+           CAST(date_trunc('month', period_start) AS DATE) AS {PERIOD_MONTH} \
+         FROM ({body})){predicate}",
         components
             .iter()
             .map(|c| format!("CAST({0} AS DOUBLE) AS {0}", c.name))

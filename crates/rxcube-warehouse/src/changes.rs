@@ -125,8 +125,9 @@ impl Warehouse {
 
     /// Writes the derived table at `name` in one commit: replaces the rows matching `replace`
     /// (SQL over its columns) with `rows`, which must all match it; with no predicate, replaces
-    /// the whole table (creating it when missing). `metadata` goes into the commit's
-    /// `commitInfo`. Returns the version committed.
+    /// the whole table (creating it when missing, partitioned by `partition_by`). Rows are
+    /// written sorted by `sort`. `metadata` goes into the commit's `commitInfo`. Returns the
+    /// version committed.
     pub async fn replace_derived(
         &self,
         name: &str,
@@ -134,6 +135,7 @@ impl Warehouse {
         replace: Option<String>,
         metadata: Vec<(String, Value)>,
         sort: &[&str],
+        partition_by: &[&str],
     ) -> Result<i64> {
         let err = |source| WarehouseError::Delta {
             table: name.to_string(),
@@ -162,7 +164,9 @@ impl Warehouse {
         if let Some(predicate) = replace {
             write = write.with_replace_where(predicate);
         } else {
-            write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);
+            write = write
+                .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+                .with_partition_columns(partition_by.iter().copied());
         }
         let table = write.await.map_err(err)?;
         Ok(table.version().unwrap_or_default() as i64)
