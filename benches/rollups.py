@@ -161,12 +161,13 @@ def main():
               f"p99 {pct(warm, 0.99) * 1e3:.2f} ms; DuckDB raw {duck_raw * 1e3:.0f} ms; "
               f"DuckDB on rollup {duck_rollup * 1e3 if duck_rollup else float('nan'):.1f} ms", flush=True)
 
-    # One more day of fills (the last day's, a day later, under new prescription numbers),
-    # imported, then an incremental refresh.
+    # One more day of fills (a full day's fills from before the end, moved to the day after
+    # the last fill, under new prescription numbers), imported, then an incremental refresh.
     extra = os.path.join(cube.OUT, "one-more-day.parquet")
     con.execute(f"""COPY (SELECT rx_id + 1000000000 AS rx_id, fill_no, pharmacy_id, channel,
-                               received_at + INTERVAL 1 DAY AS received_at, filled_at + INTERVAL 1 DAY AS filled_at
-                        FROM rx_fills WHERE filled_at > (SELECT max(filled_at) FROM rx_fills) - INTERVAL 1 DAY)
+                               received_at + INTERVAL 5 DAY AS received_at, filled_at + INTERVAL 5 DAY AS filled_at
+                        FROM rx_fills, (SELECT max(filled_at) AS m FROM rx_fills)
+                        WHERE filled_at >= m - INTERVAL 5 DAY AND filled_at < m - INTERVAL 4 DAY)
                     TO '{extra}' (FORMAT parquet)""")
     day_fills = con.execute(f"SELECT count(*) FROM read_parquet('{extra}')").fetchone()[0]
     start = time.perf_counter()
