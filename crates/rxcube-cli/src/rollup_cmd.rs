@@ -9,6 +9,19 @@ use rxcube_cube::rollup::{self, Mode, Rollups};
 
 use crate::WarehouseArg;
 
+/// `println!` that ends the process quietly when stdout is closed (`| head`): a closed pipe is
+/// the reader's choice, not an error.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = "\
 Rollups are declared in the cube definition ([[rollup]] in cube.toml: name, grain, measures) and \
@@ -69,7 +82,7 @@ pub async fn refresh(
     let def = Arc::new(rxcube_cube::definition_for(warehouse)?);
     if def.rollups.is_empty() {
         if print {
-            println!("the cube definition declares no rollups");
+            say!("the cube definition declares no rollups");
         }
         return Ok(());
     }
@@ -97,12 +110,15 @@ pub async fn refresh(
             format!(" from {}", r.from)
         };
         if r.action == "up to date" {
-            println!("{:<10} up to date{version}", r.rollup);
+            say!("{:<10} up to date{version}", r.rollup);
             continue;
         }
-        println!(
+        say!(
             "{:<10} {:<10} {}{from}{version} ({:.2} s)",
-            r.rollup, r.action, r.part, r.seconds
+            r.rollup,
+            r.action,
+            r.part,
+            r.seconds
         );
     }
     Ok(())
@@ -115,7 +131,7 @@ async fn status(target: Target) -> anyhow::Result<ExitCode> {
     let versions = rxcube_warehouse::catalog::register_tables(&ctx, &warehouse).await?;
     let rollups = Rollups::load(&ctx, &warehouse, &def, &versions).await?;
     if rollups.states.is_empty() {
-        println!("the cube definition declares no rollups");
+        say!("the cube definition declares no rollups");
     }
     for s in &rollups.states {
         let rows = match s.version {
@@ -142,14 +158,14 @@ async fn status(target: Target) -> anyhow::Result<ExitCode> {
         } else {
             format!("stale: {}", s.stale.join("; "))
         };
-        println!(
+        say!(
             "{:<10} grain {:<10} {:>9} rows  {state}",
             s.def.name,
             s.def.grain.as_str(),
             rows
         );
         if let (Some(v), Some(w)) = (s.version, &s.watermark) {
-            println!(
+            say!(
                 "{:<10} version {v}, built {}, watermark {}",
                 "",
                 w.built_at,

@@ -355,7 +355,7 @@ fn staleness(
     };
     let mut why = Vec::new();
     if w.definition != fingerprint(def, rollup) {
-        why.push("its definition changed".to_string());
+        why.push("it was built for another definition or storage layout".to_string());
     }
     for t in dependencies(def, rollup) {
         let (built, now) = (w.sources.get(t), versions.get(t));
