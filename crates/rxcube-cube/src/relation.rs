@@ -261,12 +261,10 @@ impl<R: Relation> TableProvider for CubeTable<R> {
             .snapshot()
             .filter(|_| caching)
             .map(|s| format!("{s}\n{sql}\n{filters:?}\n{names:?}"));
-        let schema = Arc::new(Schema::new(
-            columns
-                .iter()
-                .map(|c| Field::new(&c.name, c.data_type.clone(), true))
-                .collect::<Vec<_>>(),
-        ));
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
         if let Some(key) = &key
             && let Some(hit) = crate::cache::lookup(key, schema)?
         {

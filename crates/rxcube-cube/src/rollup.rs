@@ -32,7 +32,7 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use rxcube_warehouse::Warehouse;
-use rxcube_warehouse::catalog::{Versions, register_named};
+use rxcube_warehouse::catalog::{Versions, register_delta, register_named};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -66,14 +66,19 @@ pub struct Watermark {
     pub built_at: String,
 }
 
+/// `table@version ...`.
+fn versions_text(versions: &BTreeMap<String, i64>) -> String {
+    versions
+        .iter()
+        .map(|(t, v)| format!("{t}@{v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl Watermark {
     /// `table@version ...`.
     pub fn sources_text(&self) -> String {
-        self.sources
-            .iter()
-            .map(|(t, v)| format!("{t}@{v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        versions_text(&self.sources)
     }
 }
 
@@ -228,38 +233,40 @@ impl Rollups {
                 watermark: None,
                 stale: Vec::new(),
             };
-            match warehouse
-                .latest_commit(&location(&r.name))
-                .await
-                .map_err(df_err)?
-            {
-                None => state.stale.push("never built".to_string()),
-                Some((version, info)) => {
-                    register_rollup(ctx, warehouse, &r.name, version).await?;
+            // One load: the version registered is the version whose watermark is read.
+            let loc = location(&r.name);
+            let table = warehouse.load_named(&loc).await.map_err(df_err)?;
+            let committed = match &table {
+                Some(t) => warehouse.commit_info(t, &loc).await.map_err(df_err)?,
+                None => None,
+            };
+            match (table, committed) {
+                (Some(table), Some((version, info))) => {
+                    register_delta(ctx, ROLLUP_SCHEMA, &r.name, &table)
+                        .await
+                        .map_err(df_err)?;
                     state.version = Some(version);
                     state.watermark = info
                         .get(WATERMARK_KEY)
                         .and_then(|w| serde_json::from_value(w.clone()).ok());
                     state.stale = staleness(def, r, state.watermark.as_ref(), versions);
                 }
+                _ => state.stale.push("never built".to_string()),
             }
             states.push(state);
         }
-        let snapshot = versions
+        let rollup_versions = states
             .iter()
-            .map(|(t, v)| format!("{t}@{v}"))
-            .chain(states.iter().map(|s| {
-                format!(
-                    "rollups.{}@{}",
-                    s.def.name,
-                    s.version.map_or("none".into(), |v| v.to_string())
-                )
-            }))
-            .collect::<Vec<_>>()
-            .join(" ");
+            .filter_map(|s| Some((format!("{ROLLUP_SCHEMA}.{}", s.def.name), s.version?)))
+            .collect();
         Ok(Self {
             states,
-            snapshot: format!("{} {snapshot}", warehouse.root()),
+            snapshot: format!(
+                "{} {} {}",
+                warehouse.root(),
+                versions_text(versions),
+                versions_text(&rollup_versions)
+            ),
         })
     }
 
@@ -427,11 +434,11 @@ pub async fn run(
                 .collect(),
             built_at: built_at.clone(),
         };
+        // A watermark is only read from a built rollup's commit.
         let previous = state
             .as_ref()
             .and_then(|s| s.watermark.clone())
-            .filter(|w| w.definition == fingerprint && mode == Mode::Refresh)
-            .filter(|_| state.as_ref().is_some_and(|s| s.version.is_some()));
+            .filter(|w| w.definition == fingerprint && mode == Mode::Refresh);
         let part = match &previous {
             None => Part::default(),
             Some(w) if w.sources == watermark.sources => {

@@ -165,18 +165,68 @@ const BUCKETED: [(&str, &str, &str); 2] = [
     ("surveys", "surveys", "responded_at"),
 ];
 
+/// `SUM(<value> over the facts passing <filter>) AS <name>`.
+fn component_sum(c: &Component) -> String {
+    format!(
+        "SUM(CASE WHEN {} THEN CAST({} AS DOUBLE) ELSE 0 END) AS {}",
+        c.filter.as_deref().unwrap_or("TRUE"),
+        c.value,
+        c.name
+    )
+}
+
+/// The CTE `rx_tz`: each pharmacy's zone (its latest org row's; the default when unset).
+fn rx_tz_cte(def: &CubeDef) -> String {
+    format!(
+        "rx_tz AS (SELECT pharmacy_id, COALESCE(last_value(timezone ORDER BY valid_from), {}) AS tz \
+         FROM pharmacies GROUP BY pharmacy_id)",
+        quote(&def.time.default_timezone)
+    )
+}
+
+/// The facts of `source` within `slice`'s time bounds: pre-summed per 15-minute bucket (see
+/// [`BUCKETED`]) when no median of `medians` reads the source, then only `components` are
+/// summed; else one row per fact. Returns the SQL and whether it is bucketed.
+fn source_facts_sql(
+    def: &CubeDef,
+    slice: &Slice,
+    source: &str,
+    components: &[&Component],
+    medians: &[&Metric],
+) -> (String, bool) {
+    let bucket = BUCKETED
+        .iter()
+        .find(|(name, ..)| *name == source)
+        .filter(|_| !medians.iter().any(|d| d.source.as_deref() == Some(source)));
+    match bucket {
+        Some((_, table, ts)) => {
+            let mine: Vec<&Component> = components
+                .iter()
+                .copied()
+                .filter(|c| c.source == source)
+                .collect();
+            (bucketed_facts_sql(slice, table, ts, &mine), true)
+        }
+        None => (facts_sql(def, slice, source), false),
+    }
+}
+
+/// `<source>_facts e` joined to the org row in effect on each fact's local date ("as was"). The
+/// org rows first: DataFusion builds the hash table of a join's left side when it cannot size
+/// the sides, and the facts are the large side.
+fn placed_as_was(source: &str) -> String {
+    format!(
+        "pharmacies o JOIN {source}_facts e ON o.pharmacy_id = e.pharmacy_id \
+           AND o.valid_from <= CAST(e.local_ts AS DATE) \
+           AND (o.valid_to IS NULL OR CAST(e.local_ts AS DATE) < o.valid_to)"
+    )
+}
+
 /// The components of `source` summed per pharmacy and bucket, with the bucket's local time.
 fn bucketed_facts_sql(slice: &Slice, table: &str, ts: &str, components: &[&Component]) -> String {
     let sums = components
         .iter()
-        .map(|c| {
-            format!(
-                "SUM(CASE WHEN {} THEN CAST({} AS DOUBLE) ELSE 0 END) AS {}",
-                c.filter.as_deref().unwrap_or("TRUE"),
-                c.value,
-                c.name
-            )
-        })
+        .map(|c| component_sum(c))
         .collect::<Vec<_>>()
         .join(", ");
     let names = components
@@ -244,12 +294,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
 
     let mut sql = String::from("WITH ");
     if rollup.is_none() {
-        let _ = write!(
-            sql,
-            "rx_tz AS (SELECT pharmacy_id, COALESCE(last_value(timezone ORDER BY valid_from), {}) AS tz \
-             FROM pharmacies GROUP BY pharmacy_id)",
-            quote(&def.time.default_timezone)
-        );
+        sql.push_str(&rx_tz_cte(def));
     }
     let grains = slice
         .grains
@@ -257,12 +302,6 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
         .map(|g| format!("({})", quote(g.as_str())))
         .collect::<Vec<_>>()
         .join(", ");
-    let bucketed = |source: &str| {
-        BUCKETED
-            .iter()
-            .find(|(name, ..)| *name == source)
-            .filter(|_| !medians.iter().any(|d| d.source.as_deref() == Some(source)))
-    };
     if let Some(r) = rollup {
         // The rollup's rows placed in the org path of their org version, re-bucketed into the
         // requested grains; only cells where a source of the slice has facts.
@@ -313,25 +352,14 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
             conditions.join(" AND ")
         );
     }
+    // Which fact sources are pre-summed per bucket (their cells sum the bucket sums).
+    let mut bucketed = Vec::new();
     for source in rollup.map_or(&sources[..], |_| &[]) {
-        let facts = match bucketed(source) {
-            Some((_, table, ts)) => {
-                let mine: Vec<&Component> = components
-                    .iter()
-                    .copied()
-                    .filter(|c| c.source == *source)
-                    .collect();
-                bucketed_facts_sql(slice, table, ts, &mine)
-            }
-            None => facts_sql(def, slice, source),
-        };
-        // The org rows first: DataFusion builds the hash table of a join's left side when it
-        // cannot size the sides, and the facts are the large side.
-        let placed = format!(
-            "pharmacies o JOIN {source}_facts e ON o.pharmacy_id = e.pharmacy_id \
-               AND o.valid_from <= CAST(e.local_ts AS DATE) \
-               AND (o.valid_to IS NULL OR CAST(e.local_ts AS DATE) < o.valid_to)"
-        );
+        let (facts, is_bucketed) = source_facts_sql(def, slice, source, &components, &medians);
+        if is_bucketed {
+            bucketed.push(*source);
+        }
+        let placed = placed_as_was(source);
         // One grain is a literal; several cross the events with the grains, the small side
         // first (a cross join holds its left side in memory).
         let (grain, from) = match slice.grains.as_slice() {
@@ -405,14 +433,10 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
         let mut cols = Vec::new();
         for c in &components {
             cols.push(
-                if *source == ROLLUP || (c.source == *source && bucketed(source).is_some()) {
+                if *source == ROLLUP || (c.source == *source && bucketed.contains(source)) {
                     format!("SUM({0}) AS {0}", c.name)
                 } else if c.source == *source {
-                    let filter = c.filter.as_deref().unwrap_or("TRUE");
-                    format!(
-                        "SUM(CASE WHEN {filter} THEN CAST({} AS DOUBLE) ELSE 0 END) AS {}",
-                        c.value, c.name
-                    )
+                    component_sum(c)
                 } else {
                     format!("CAST(NULL AS DOUBLE) AS {}", c.name)
                 },
@@ -731,16 +755,6 @@ pub fn rollup_content_sql(
         .predicate()
         .map(|p| format!(" WHERE {p}"))
         .unwrap_or_default();
-    // Only periods bound the facts read; a pharmacy part is pushed down by DataFusion.
-    let slice = |periods: Option<(NaiveDateTime, NaiveDateTime)>| Slice {
-        levels: vec!["pharmacy"],
-        grains: vec![rollup.grain],
-        metrics: Vec::new(),
-        nodes: None,
-        period_from: periods.map(|p| p.0),
-        period_to: periods.map(|p| p.1),
-        peers: false,
-    };
     let merged = components
         .iter()
         .map(|c| format!("COALESCE(SUM({0}), 0) AS {0}", c.name))
@@ -773,45 +787,32 @@ pub fn rollup_content_sql(
             )
         }
         ContentFrom::Raw => {
-            let facts_slice = slice(if part.pharmacies.is_empty() {
-                part.periods
-            } else {
-                None
-            });
-            let mut ctes = vec![format!(
-                "rx_tz AS (SELECT pharmacy_id, COALESCE(last_value(timezone ORDER BY valid_from), {}) AS tz \
-                 FROM pharmacies GROUP BY pharmacy_id)",
-                quote(&def.time.default_timezone)
-            )];
+            // Only periods bound the facts read (not with a pharmacy part: its rows span all
+            // time; DataFusion pushes the pharmacy filter down instead).
+            let periods = part.periods.filter(|_| part.pharmacies.is_empty());
+            let facts_slice = Slice {
+                levels: vec!["pharmacy"],
+                grains: vec![rollup.grain],
+                metrics: Vec::new(),
+                nodes: None,
+                period_from: periods.map(|p| p.0),
+                period_to: periods.map(|p| p.1),
+                peers: false,
+            };
+            let mut ctes = vec![rx_tz_cte(def)];
             let mut branches = Vec::new();
             for source in &sources {
-                let bucket = BUCKETED
-                    .iter()
-                    .find(|(name, ..)| name == source)
-                    .filter(|_| !medians.iter().any(|d| d.source.as_deref() == Some(source)));
-                let mine: Vec<&Component> = components
-                    .iter()
-                    .copied()
-                    .filter(|c| c.source == *source)
-                    .collect();
-                let facts = match bucket {
-                    Some((_, table, ts)) => bucketed_facts_sql(&facts_slice, table, ts, &mine),
-                    None => facts_sql(def, &facts_slice, source),
-                };
+                let (facts, bucketed) =
+                    source_facts_sql(def, &facts_slice, source, &components, &medians);
                 ctes.push(format!("{source}_facts AS ({facts})"));
                 let mut cols = Vec::new();
                 for c in &components {
                     cols.push(if c.source != *source {
                         format!("CAST(NULL AS DOUBLE) AS {}", c.name)
-                    } else if bucket.is_some() {
+                    } else if bucketed {
                         format!("SUM(e.{0}) AS {0}", c.name)
                     } else {
-                        format!(
-                            "SUM(CASE WHEN {} THEN CAST({} AS DOUBLE) ELSE 0 END) AS {}",
-                            c.filter.as_deref().unwrap_or("TRUE"),
-                            c.value,
-                            c.name
-                        )
+                        component_sum(c)
                     });
                 }
                 for d in &medians {
@@ -836,11 +837,9 @@ pub fn rollup_content_sql(
                 branches.push(format!(
                     "SELECT e.pharmacy_id, o.valid_from AS org_from, \
                        rx_period_start({grain}, e.local_ts, {anchor}) AS period_start, {} \
-                     FROM pharmacies o JOIN {source}_facts e ON o.pharmacy_id = e.pharmacy_id \
-                       AND o.valid_from <= CAST(e.local_ts AS DATE) \
-                       AND (o.valid_to IS NULL OR CAST(e.local_ts AS DATE) < o.valid_to) \
-                     GROUP BY 1, 2, 3",
-                    cols.join(", ")
+                     FROM {} GROUP BY 1, 2, 3",
+                    cols.join(", "),
+                    placed_as_was(source)
                 ));
             }
             format!(

@@ -92,9 +92,19 @@ pub async fn register_named(
                 source,
             })?;
     }
-    let provider = delta_provider(ctx, name, &delta).await?;
-    register(ctx, schema, name, provider)?;
+    register_delta(ctx, schema, name, &delta).await?;
     Ok(delta.version().map(|v| v as i64))
+}
+
+/// Registers a loaded Delta table, at the version it is loaded at, as `schema.name`.
+pub async fn register_delta(
+    ctx: &SessionContext,
+    schema: &str,
+    name: &str,
+    delta: &deltalake::DeltaTable,
+) -> Result<()> {
+    let provider = delta_provider(ctx, name, delta).await?;
+    register(ctx, schema, name, provider)
 }
 
 async fn delta_provider(

@@ -31,17 +31,18 @@ pub struct FileChange {
 }
 
 impl Warehouse {
-    /// The application metadata (`commitInfo` entries) of the latest commit of the table at
-    /// `name`, with that version; `None` when the table does not exist.
-    pub async fn latest_commit(&self, name: &str) -> Result<Option<(i64, Value)>> {
-        let Some(table) = self.load_named(name).await? else {
-            return Ok(None);
-        };
+    /// The application metadata (`commitInfo` entries) of the commit that made the loaded
+    /// `table` (stored at `name`) what it is, with that version.
+    pub async fn commit_info(
+        &self,
+        table: &DeltaTable,
+        name: &str,
+    ) -> Result<Option<(i64, Value)>> {
         let Some(version) = table.version().map(|v| v as i64) else {
             return Ok(None);
         };
         let info = self
-            .commit_actions(&table, name, version)
+            .commit_actions(table, name, version)
             .await?
             .into_iter()
             .find_map(|mut a| a.get_mut("commitInfo").map(Value::take))
