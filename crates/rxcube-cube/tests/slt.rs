@@ -183,6 +183,26 @@ async fn tiny_chain_relations_from_rollups() {
     run_suite("tiny", "relations.slt", true).await;
 }
 
+/// The text of `EXPLAIN <sql>`: the logical and physical plans, one line each.
+async fn explain(ctx: &SessionContext, sql: &str) -> String {
+    let batches = ctx
+        .sql(&format!("EXPLAIN {sql}"))
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("explain");
+    let mut text = String::new();
+    for b in &batches {
+        let plans = b.column(1).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            text.push_str(plans.value(i));
+            text.push('\n');
+        }
+    }
+    text
+}
+
 /// EXPLAIN names the rollup that serves a query, or why none does; `rxcube.rollups = false`
 /// forces the raw path; an import makes the rollups stale (never served) until a refresh.
 #[tokio::test(flavor = "multi_thread")]
@@ -192,22 +212,9 @@ async fn explain_names_the_rollup_or_why_none_serves() {
     let def = rxcube_cube::CubeDef::built_in();
     build_rollups(&warehouse, &def).await;
     let served = |ctx: SessionContext, sql: &'static str| async move {
-        let batches = ctx
-            .sql(&format!("EXPLAIN {sql}"))
+        explain(&ctx, sql)
             .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("explain");
-        let mut text = String::new();
-        for b in &batches {
-            let plans = b.column(1).as_string::<i32>();
-            for i in 0..b.num_rows() {
-                text.push_str(plans.value(i));
-                text.push('\n');
-            }
-        }
-        text.lines()
+            .lines()
             .filter_map(|l| l.trim().strip_prefix("CubeScanExec: "))
             .map(str::to_string)
             .collect::<Vec<_>>()
@@ -254,16 +261,7 @@ async fn explain_names_the_rollup_or_why_none_serves() {
     };
     let one = answer(ctx.clone(), card("1")).await;
     assert!(one.contains("on_time_pct"), "{one}");
-    let plan = ctx
-        .sql(&format!("EXPLAIN {}", card("2")))
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("explain");
-    let plan = arrow::util::pretty::pretty_format_batches(&plan)
-        .expect("format")
-        .to_string();
+    let plan = explain(&ctx, &card("2")).await;
     assert!(
         plan.contains("served by rollup monthly") && plan.contains("cached result"),
         "{plan}"
@@ -377,6 +375,17 @@ async fn explain_names_the_rollup_or_why_none_serves() {
     let value =
         |b: &[arrow::array::RecordBatch]| b[0].column(0).as_primitive::<Float64Type>().value(0);
     assert_eq!(value(&batches), value(&raw));
+    // Worked out from the fixture itself: pharmacy 1's local fills filled on its local
+    // 2024-03-05 (the file writes local times with their offset), plus the new one.
+    let fixture = std::fs::read_to_string(fixture_dir("tiny").join("rx_fills.csv")).expect("read");
+    let on_file = fixture
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f[2] == "1" && f[3] == "local" && f[5].starts_with("2024-03-05T"))
+        .count();
+    assert!(on_file > 0);
+    assert_eq!(value(&batches), (on_file + 1) as f64);
 }
 
 /// A new ratio metric takes a few lines of the cube definition and no Rust.
@@ -403,24 +412,7 @@ async fn filters_on_the_slice_prune_the_fact_tables_read() {
         .expect("session");
     let plan_of = |sql: String| {
         let ctx = ctx.clone();
-        async move {
-            let batches = ctx
-                .sql(&format!("EXPLAIN {sql}"))
-                .await
-                .expect("plan")
-                .collect()
-                .await
-                .expect("explain");
-            let mut text = String::new();
-            for b in &batches {
-                let plans = b.column(1).as_string::<i32>();
-                for i in 0..b.num_rows() {
-                    text.push_str(plans.value(i));
-                    text.push('\n');
-                }
-            }
-            text
-        }
+        async move { explain(&ctx, &sql).await }
     };
     let scans = |plan: &str| {
         ["/rx_fills/", "/pos/", "/payroll/", "/surveys/"]
