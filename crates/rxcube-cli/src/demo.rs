@@ -134,6 +134,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     land(&warehouse, false).await?;
     println!("\nRollups (rxcube rollup refresh):");
     crate::rollup_cmd::refresh(&warehouse, rxcube_cube::rollup::Mode::Refresh, true).await?;
+    let added = crate::users_cmd::add_demo_users(&warehouse).await?;
+    if !added.is_empty() {
+        println!(
+            "\nDemo users for `rxcube serve` (password demo): {}",
+            crate::users_cmd::DEMO_USERS
+                .iter()
+                .map(|(name, scope, _)| format!("{name} ({scope})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let ctx = rxcube_cube::session(&warehouse, rxcube_cube::definition_for(&warehouse)?).await?;
     let overview = "\
         SELECT table_name, records FROM ( \

@@ -6,7 +6,9 @@ mod generate_cmd;
 mod import_cmd;
 mod output;
 mod rollup_cmd;
+mod serve_cmd;
 mod sql_cmd;
+mod users_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +41,11 @@ struct WarehouseArg {
 
 impl WarehouseArg {
     /// Opens the named warehouse, or the demo warehouse (landing the demo chain if needed).
+    /// Whether no warehouse was named (the demo warehouse).
+    fn is_default(&self) -> bool {
+        self.warehouse.is_none()
+    }
+
     async fn open(&self) -> anyhow::Result<Warehouse> {
         match &self.warehouse {
             Some(w) => Ok(Warehouse::open(w)?),
@@ -59,6 +66,10 @@ enum Command {
     Sql(sql_cmd::SqlArgs),
     /// Build, refresh or inspect the cube's materialized rollups.
     Rollup(rollup_cmd::RollupArgs),
+    /// Serve the warehouse over Arrow Flight SQL to signed-in users, each within its org scope.
+    Serve(serve_cmd::ServeArgs),
+    /// Manage the users and groups who may sign in to the server, and their scopes.
+    Users(users_cmd::UsersArgs),
 }
 
 fn init_tracing(verbosity: u8) {
@@ -99,6 +110,8 @@ fn main() -> ExitCode {
             Command::Import(a) => import_cmd::run(a, cli.verbosity).await,
             Command::Sql(a) => sql_cmd::run(a).await,
             Command::Rollup(a) => rollup_cmd::run(a).await,
+            Command::Serve(a) => serve_cmd::run(a).await,
+            Command::Users(a) => users_cmd::run(a).await,
         }
     });
     match result {

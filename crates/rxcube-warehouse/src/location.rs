@@ -97,6 +97,12 @@ impl Warehouse {
         self.load_named(def.name).await
     }
 
+    /// The object store rooted at the directory `dir` (relative to the root), configured like
+    /// the warehouse's tables: for small documents the warehouse keeps beside them.
+    pub fn store(&self, dir: &str) -> Result<deltalake::logstore::ObjectStoreRef> {
+        Ok(self.handle(dir)?.object_store())
+    }
+
     /// An unloaded handle on the table location `name`, for a first write that creates it.
     pub(crate) fn handle(&self, name: &str) -> Result<DeltaTable> {
         let url = self.table_url(name);

@@ -1,8 +1,10 @@
-//! System tables kept in the warehouse beside the contract tables: the import log.
+//! System tables kept in the warehouse beside the contract tables: the import log and the
+//! audit log.
 //!
 //! `system.import_log` has one row per file per import run (accepted or rejected, with its
-//! counts); `system.import_errors` one row per rejected record. Both are Delta tables under
-//! `<root>/_rxcube/`, appended to after each run, and queryable with SQL like any table.
+//! counts); `system.import_errors` one row per rejected record; `system.audit_log` one row per
+//! login, failed login, denied statement and query of the Flight SQL server. All are Delta
+//! tables under `<root>/_rxcube/`, appended to, and queryable with SQL like any table.
 
 use std::sync::Arc;
 
@@ -19,16 +21,22 @@ use crate::{Result, Warehouse, WarehouseError};
 pub enum SystemTable {
     ImportLog,
     ImportErrors,
+    AuditLog,
 }
 
 impl SystemTable {
-    pub const ALL: [SystemTable; 2] = [SystemTable::ImportLog, SystemTable::ImportErrors];
+    pub const ALL: [SystemTable; 3] = [
+        SystemTable::ImportLog,
+        SystemTable::ImportErrors,
+        SystemTable::AuditLog,
+    ];
 
     /// The SQL name within the `system` schema.
     pub fn name(self) -> &'static str {
         match self {
             SystemTable::ImportLog => "import_log",
             SystemTable::ImportErrors => "import_errors",
+            SystemTable::AuditLog => "audit_log",
         }
     }
 
@@ -37,6 +45,7 @@ impl SystemTable {
         match self {
             SystemTable::ImportLog => "_rxcube/import_log",
             SystemTable::ImportErrors => "_rxcube/import_errors",
+            SystemTable::AuditLog => "_rxcube/audit_log",
         }
     }
 
@@ -67,6 +76,17 @@ impl SystemTable {
                 Field::new("column_name", DataType::Utf8, true),
                 Field::new("value", DataType::Utf8, true),
                 Field::new("reason", DataType::Utf8, false),
+            ],
+            SystemTable::AuditLog => vec![
+                Field::new("at", ts, false),
+                Field::new("user_name", DataType::Utf8, false),
+                // login, login_failed, denied, query, error
+                Field::new("event", DataType::Utf8, false),
+                Field::new("client", DataType::Utf8, true),
+                Field::new("sql", DataType::Utf8, true),
+                Field::new("rows", DataType::Int64, true),
+                Field::new("millis", DataType::Float64, true),
+                Field::new("detail", DataType::Utf8, true),
             ],
         };
         Arc::new(Schema::new(fields))
@@ -122,6 +142,11 @@ impl Warehouse {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Appends rows (of [`SystemTable::AuditLog`]'s schema) to the audit log: one commit.
+    pub async fn append_audit(&self, batch: RecordBatch) -> Result<()> {
+        self.append_system(SystemTable::AuditLog, Ok(batch)).await
     }
 
     async fn append_system(

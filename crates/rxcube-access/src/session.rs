@@ -1,0 +1,357 @@
+//! A user's session: the warehouse's catalog as the user may see it, with the scope enforced
+//! inside every plan.
+//!
+//! The *home* session is the full catalog ([`rxcube_cube::session`]). A user's session is a
+//! new catalog holding, for each relation the user may read, a [`ScopedTable`] around the home
+//! relation: its scan is planned in the home session (so the cube computes peer averages and
+//! ranks over every pharmacy, and is served from rollups and the result cache exactly as for
+//! an administrator), then filtered to the scope and masked. Nothing else is registered: no raw
+//! table, rollup or system table a rule does not allow is reachable by any SQL, because it is
+//! not in the user's catalog at all. Division users read the home relations directly.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider, SchemaProvider, Session,
+};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, cast, lit, when};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{DataFrame, SessionContext, col};
+
+use crate::directory::{Principal, Privilege};
+use crate::scope::{Level, Reach};
+
+/// How a relation of the home catalog appears to a user.
+enum Rule {
+    /// Not at all.
+    Hide,
+    /// As it is.
+    Direct,
+    /// Through a [`ScopedTable`]: rows where `predicate` holds, `masked` columns hidden.
+    Scoped {
+        predicate: Option<Expr>,
+        masked: Vec<&'static str>,
+    },
+}
+
+/// The columns holding an employee's individual data.
+const EMPLOYEE_DATA: [(&str, &str); 3] = [
+    ("employees", "ssn"),
+    ("employees", "hourly_rate"),
+    ("payroll", "cost"),
+];
+
+fn in_list<T: Into<ScalarValue> + Clone>(
+    column: &str,
+    values: impl IntoIterator<Item = T>,
+) -> Expr {
+    let values: Vec<Expr> = values.into_iter().map(|v| lit(v.into())).collect();
+    if values.is_empty() {
+        return lit(false);
+    }
+    col(Column::new_unqualified(column)).in_list(values, false)
+}
+
+/// The rule for `schema.table` (with columns `columns`) for a user reaching `reach`.
+fn rule(
+    schema: &str,
+    table: &str,
+    columns: &[String],
+    reach: &Reach,
+    principal: &Principal,
+) -> Rule {
+    let has = |c: &str| columns.iter().any(|n| n == c);
+    if schema == "system" && table == "audit_log" {
+        // The audit log is for administrators, whatever their scope.
+        return if principal.may(Privilege::Audit) {
+            Rule::Direct
+        } else {
+            Rule::Hide
+        };
+    }
+    if reach.is_everything() {
+        return Rule::Direct;
+    }
+    let masked = || -> Vec<&'static str> {
+        if reach.sees_employee_data() {
+            return vec![];
+        }
+        EMPLOYEE_DATA
+            .iter()
+            .filter(|(t, _)| *t == table)
+            .map(|(_, c)| *c)
+            .collect()
+    };
+    let pharmacies = || reach.pharmacies.iter().copied().map(ScalarValue::from);
+    match schema {
+        "public" => match table {
+            "targets" => Rule::Direct,
+            "employees" => Rule::Scoped {
+                predicate: Some(in_list("home_pharmacy_id", pharmacies())),
+                masked: masked(),
+            },
+            _ if has("pharmacy_id") => Rule::Scoped {
+                predicate: Some(in_list("pharmacy_id", pharmacies())),
+                masked: masked(),
+            },
+            _ => Rule::Hide,
+        },
+        "cube" => {
+            if table == "metric_definitions" {
+                return Rule::Scoped {
+                    predicate: None,
+                    masked: vec![],
+                };
+            }
+            if has("level") && has("node") {
+                let parts: Vec<Expr> = Level::ALL
+                    .into_iter()
+                    .filter(|l| !reach.nodes(*l).is_empty())
+                    .map(|l| {
+                        col(Column::new_unqualified("level"))
+                            .eq(lit(l.as_str()))
+                            .and(in_list("node", reach.nodes(l).iter().cloned()))
+                    })
+                    .collect();
+                let predicate = parts.into_iter().reduce(Expr::or).unwrap_or(lit(false));
+                return Rule::Scoped {
+                    predicate: Some(predicate),
+                    masked: vec![],
+                };
+            }
+            // The wide relations `<level>_<grain>`.
+            let level = Level::ALL
+                .into_iter()
+                .filter(|l| table.starts_with(&format!("{}_", l.as_str())))
+                .max_by_key(|l| l.as_str().len());
+            match level {
+                Some(l) if has("node") => Rule::Scoped {
+                    predicate: Some(in_list("node", reach.nodes(l).iter().cloned())),
+                    masked: vec![],
+                },
+                _ => Rule::Hide,
+            }
+        }
+        // Rollups and system tables hold every pharmacy: the division's.
+        _ => Rule::Hide,
+    }
+}
+
+/// The session `principal` reaching `reach` gets over `home`: the relations it may read, each
+/// scoped and masked, and nothing else (see the module docs).
+pub async fn user_session(
+    home: &SessionContext,
+    principal: &Principal,
+    reach: &Reach,
+) -> Result<SessionContext> {
+    let state = home.state();
+    let catalog_name = state.config().options().catalog.default_catalog.clone();
+    let home_catalog = home
+        .catalog(&catalog_name)
+        .ok_or_else(|| DataFusionError::Plan(format!("catalog {catalog_name} is missing")))?;
+    let catalog = Arc::new(MemoryCatalogProvider::new());
+    for schema_name in home_catalog.schema_names() {
+        if schema_name == "information_schema" {
+            continue;
+        }
+        let Some(home_schema) = home_catalog.schema(&schema_name) else {
+            continue;
+        };
+        let schema = Arc::new(MemorySchemaProvider::new());
+        for name in home_schema.table_names() {
+            let Some(table) = home_schema.table(&name).await? else {
+                continue;
+            };
+            let columns: Vec<String> = table
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            match rule(&schema_name, &name, &columns, reach, principal) {
+                Rule::Hide => continue,
+                Rule::Direct => {
+                    schema.register_table(name, table)?;
+                }
+                Rule::Scoped { predicate, masked } => {
+                    let scoped = ScopedTable::new(home.clone(), table, predicate, &masked)?;
+                    schema.register_table(name, Arc::new(scoped))?;
+                }
+            }
+        }
+        if !schema.table_names().is_empty() {
+            catalog.register_schema(&schema_name, schema)?;
+        }
+    }
+    let list = Arc::new(MemoryCatalogProviderList::new());
+    list.register_catalog(catalog_name, catalog);
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_catalog_list(list as Arc<dyn CatalogProviderList>)
+        .build();
+    Ok(SessionContext::new_with_state(state))
+}
+
+/// A home relation seen through a scope: planned in the home session, filtered by the scope's
+/// predicate, its masked columns replaced by NULL (or a fixed mask for text), then the
+/// query's own filters (after the mask, so a filter on a masked column sees the mask).
+pub struct ScopedTable {
+    home: SessionContext,
+    /// The scoped and masked relation, as a logical plan in `home`.
+    plan: LogicalPlan,
+    schema: SchemaRef,
+    table_type: TableType,
+}
+
+impl ScopedTable {
+    pub fn new(
+        home: SessionContext,
+        inner: Arc<dyn TableProvider>,
+        predicate: Option<Expr>,
+        masked: &[&str],
+    ) -> Result<Self> {
+        let table_type = inner.table_type();
+        let mut df = home.read_table(inner)?;
+        if let Some(p) = predicate {
+            df = df.filter(p)?;
+        }
+        if !masked.is_empty() {
+            let exprs = df
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| {
+                    let c = col(Column::new_unqualified(f.name()));
+                    if !masked.contains(&f.name().as_str()) {
+                        return Ok(c);
+                    }
+                    let null = lit(ScalarValue::try_from(f.data_type())?);
+                    let shown = match f.data_type() {
+                        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
+                            cast(lit("***-**-****"), f.data_type().clone())
+                        }
+                        _ => null.clone(),
+                    };
+                    Ok(when(c.is_null(), null).otherwise(shown)?.alias(f.name()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            df = df.select(exprs)?;
+        }
+        let plan = df.into_unoptimized_plan();
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        Ok(Self {
+            home,
+            plan,
+            schema,
+            table_type,
+        })
+    }
+}
+
+/// Whether `e` can be evaluated on rows outside the scope without telling anything: it
+/// cannot fail (no arithmetic, no function, no cast that may reject a value), so pushing it
+/// below the scope's filter is safe. Other filters stay above the scoped relation.
+fn harmless(e: &Expr) -> bool {
+    match e {
+        Expr::Column(_) | Expr::Literal(..) => true,
+        Expr::BinaryExpr(b) => {
+            use datafusion::logical_expr::Operator::*;
+            matches!(
+                b.op,
+                Eq | NotEq | Lt | LtEq | Gt | GtEq | And | Or | IsDistinctFrom | IsNotDistinctFrom
+            ) && harmless(&b.left)
+                && harmless(&b.right)
+        }
+        Expr::Not(e) | Expr::IsNull(e) | Expr::IsNotNull(e) => harmless(e),
+        Expr::Between(b) => harmless(&b.expr) && harmless(&b.low) && harmless(&b.high),
+        Expr::InList(l) => harmless(&l.expr) && l.list.iter().all(harmless),
+        Expr::Like(l) => l.escape_char.is_none() && harmless(&l.expr) && harmless(&l.pattern),
+        Expr::TryCast(c) => harmless(&c.expr),
+        Expr::Cast(c) => {
+            matches!(c.expr.as_ref(), Expr::Literal(..))
+                || matches!(
+                    c.field.data_type(),
+                    DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+                ) && harmless(&c.expr)
+        }
+        _ => false,
+    }
+}
+
+impl std::fmt::Debug for ScopedTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopedTable")
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl TableProvider for ScopedTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.table_type
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if harmless(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut df = DataFrame::new(self.home.state(), self.plan.clone());
+        for f in filters {
+            // The query's qualifier (its name or alias for this table) means nothing here.
+            let f = f
+                .clone()
+                .transform(|e| {
+                    Ok(match e {
+                        Expr::Column(c) => {
+                            Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))
+                        }
+                        e => Transformed::no(e),
+                    })
+                })?
+                .data;
+            df = df.filter(f)?;
+        }
+        if let Some(p) = projection {
+            let exprs: Vec<Expr> = p
+                .iter()
+                .map(|i| col(Column::new_unqualified(self.schema.field(*i).name())))
+                .collect();
+            df = df.select(exprs)?;
+        }
+        if let Some(n) = limit {
+            df = df.limit(0, Some(n))?;
+        }
+        df.create_physical_plan().await
+    }
+}

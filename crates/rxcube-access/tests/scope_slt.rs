@@ -1,0 +1,150 @@
+//! sqllogictest suites run as scoped users over the tiny fixture chain
+//! (`../rxcube-cube/tests/fixtures/tiny`, whose answers are worked out by hand in its README).
+//!
+//! `tests/slt/<level>__<node>.slt` runs in the session of a user with scope `level:node`: what
+//! it may read, what it may not, and that what it reads is exactly the hand-worked figures of
+//! its part of the chain (peer averages and ranks still over every pharmacy). Each suite runs
+//! on the raw path and from rollups.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Float64Type};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use rxcube_access::{Principal, Privilege, Scope, Snapshot};
+use rxcube_ingest::{ImportOptions, NoProgress, Status, import};
+use rxcube_model::TableName;
+use rxcube_warehouse::Warehouse;
+use sqllogictest::{DBOutput, DefaultColumnType};
+
+struct Db {
+    ctx: SessionContext,
+}
+
+#[async_trait::async_trait]
+impl sqllogictest::AsyncDB for Db {
+    type Error = DataFusionError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DataFusionError> {
+        let (batches, _) = rxcube_cube::run_statement(&self.ctx, sql).await?;
+        let Some(first) = batches.first() else {
+            return Ok(DBOutput::Rows {
+                types: vec![],
+                rows: vec![],
+            });
+        };
+        let columns = first.num_columns();
+        let options = FormatOptions::default().with_null("NULL");
+        let mut rows = Vec::new();
+        for b in &batches {
+            let formatters = b
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+                .collect::<Result<Vec<_>, _>>()?;
+            for i in 0..b.num_rows() {
+                rows.push(
+                    (0..columns)
+                        .map(|c| {
+                            let col = b.column(c);
+                            if *col.data_type() == DataType::Float64 && col.is_valid(i) {
+                                format!("{:.4}", col.as_primitive::<Float64Type>().value(i))
+                            } else {
+                                formatters[c].value(i).to_string()
+                            }
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(DBOutput::Rows {
+            types: vec![DefaultColumnType::Any; columns],
+            rows,
+        })
+    }
+
+    async fn shutdown(&mut self) {}
+}
+
+fn tiny() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rxcube-cube/tests/fixtures/tiny")
+}
+
+async fn land(root: &Path) -> Warehouse {
+    let warehouse = Warehouse::open(root.to_str().expect("utf8 path")).expect("warehouse");
+    for table in TableName::ALL {
+        let file = tiny().join(format!("{}.csv", table.as_str()));
+        if !file.exists() {
+            continue;
+        }
+        let report = import(
+            &warehouse,
+            table,
+            &[file],
+            &ImportOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .expect("import runs");
+        assert_eq!(
+            report.status,
+            Status::Accepted,
+            "{table:?}: {:?}",
+            report.errors
+        );
+    }
+    warehouse
+}
+
+async fn run(suite: &str, rollups: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let warehouse = land(&dir.path().join("w")).await;
+    if rollups {
+        rxcube_cube::rollup::run(
+            &warehouse,
+            std::sync::Arc::new(rxcube_cube::CubeDef::built_in()),
+            rxcube_cube::rollup::Mode::Build,
+            &mut |_, _| {},
+        )
+        .await
+        .expect("rollups build");
+    }
+    let snapshot = Snapshot::load(&warehouse).await.expect("snapshot");
+    let (level, node) = suite.split_once("__").expect("suite named level__node");
+    let scope: Scope = format!("{level}:{node}").parse().expect("scope");
+    snapshot.org.check(&scope).expect("scope in the fixture");
+    let principal = Principal {
+        name: format!("{level}_user"),
+        scope,
+        privileges: BTreeSet::from([Privilege::Query]),
+    };
+    let ctx = snapshot
+        .user_session(&principal)
+        .await
+        .expect("user session");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/slt/{suite}.slt"));
+    let mut runner = sqllogictest::Runner::new(move || {
+        let ctx = ctx.clone();
+        async move { Ok(Db { ctx }) }
+    });
+    runner
+        .run_file_async(&path)
+        .await
+        .unwrap_or_else(|e| panic!("{suite} (rollups: {rollups}): {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pharmacy_manager_sees_its_pharmacy_with_peer_figures_and_nothing_else() {
+    run("pharmacy__1", false).await;
+    run("pharmacy__1", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_area_manager_sees_the_pharmacies_ever_in_its_area() {
+    run("local_area__LA1", false).await;
+    run("local_area__LA1", true).await;
+}

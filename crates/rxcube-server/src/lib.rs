@@ -1,0 +1,103 @@
+//! rxcube's Arrow Flight SQL server (`rxcube serve`).
+//!
+//! - [`service`]: the `FlightSqlService`: handshake (basic auth → bearer token), statements
+//!   and prepared statements planned in the caller's scoped session, streamed results, catalog
+//!   metadata.
+//! - [`metadata`]: `GetSqlInfo`, `GetXdbcTypeInfo` and primary keys.
+//! - [`wire`]: plain (non-view) types for clients, `?` placeholders, bound parameters.
+
+pub mod metadata;
+pub mod service;
+pub mod wire;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use rxcube_warehouse::Warehouse;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+pub use service::Service;
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub address: SocketAddr,
+    /// PEM certificate chain and private key: TLS when given.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long a bearer token is valid after sign-in.
+    pub token_ttl: Duration,
+    /// How often new table versions, rollups and user changes are picked up.
+    pub reload: Duration,
+    /// How often the audit log is written.
+    pub audit_flush: Duration,
+}
+
+/// Serves `warehouse` until `shutdown` completes, then finishes the calls in flight and
+/// writes the audit log. Prints `listening on grpc[+tls]://ADDR` on stdout once listening.
+pub async fn serve(
+    warehouse: Warehouse,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let service = Service::new(warehouse.clone(), options.token_ttl)
+        .await
+        .with_context(|| format!("cannot open the warehouse {}", warehouse.root()))?;
+    let listener = tokio::net::TcpListener::bind(options.address)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.address))?;
+    let local = listener.local_addr()?;
+    let mut server = Server::builder();
+    let scheme = match &options.tls {
+        Some((cert, key)) => {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+            };
+            let identity = Identity::from_pem(read(cert)?, read(key)?);
+            server = server
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .context("bad TLS certificate or key")?;
+            "grpc+tls"
+        }
+        None => "grpc",
+    };
+    let audit = service.audit();
+    let flusher = tokio::spawn(audit.clone().run(options.audit_flush));
+    let reloader = {
+        let service = service.clone();
+        let every = options.reload;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = service.reload().await {
+                    tracing::warn!(
+                        "cannot reload the warehouse (serving the previous snapshot): {e}"
+                    );
+                }
+            }
+        })
+    };
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {scheme}://{local}")?;
+        out.flush()?;
+    }
+    tracing::info!(%local, warehouse = %warehouse.root(), "serving Flight SQL");
+    let result = server
+        .add_service(FlightServiceServer::from_arc(service))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    reloader.abort();
+    flusher.abort();
+    audit.flush().await.context("cannot write the audit log")?;
+    result.context("the Flight SQL server failed")
+}
