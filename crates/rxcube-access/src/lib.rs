@@ -28,9 +28,21 @@ pub enum AccessError {
     #[error("{0}")]
     Store(String),
     #[error(transparent)]
-    Warehouse(#[from] rxcube_warehouse::WarehouseError),
+    Warehouse(Box<rxcube_warehouse::WarehouseError>),
     #[error(transparent)]
-    Query(#[from] DataFusionError),
+    Query(Box<DataFusionError>),
+}
+
+impl From<rxcube_warehouse::WarehouseError> for AccessError {
+    fn from(e: rxcube_warehouse::WarehouseError) -> Self {
+        AccessError::Warehouse(Box::new(e))
+    }
+}
+
+impl From<DataFusionError> for AccessError {
+    fn from(e: DataFusionError) -> Self {
+        AccessError::Query(Box::new(e))
+    }
 }
 
 pub type Result<T, E = AccessError> = std::result::Result<T, E>;

@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
+use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
@@ -176,7 +177,7 @@ impl OrgIndex {
             let areas = (1..4)
                 .map(|i| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8))
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| AccessError::Query(e.into()))?;
+                .map_err(|e| AccessError::from(DataFusionError::from(e)))?;
             let text =
                 |i: usize, row: usize| areas[i - 1].as_string::<i32>().value(row).to_string();
             for row in 0..b.num_rows() {

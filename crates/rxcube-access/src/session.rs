@@ -127,11 +127,13 @@ fn rule(
                     masked: vec![],
                 };
             }
-            // The wide relations `<level>_<grain>`.
+            // The wide relations `<level>_<grain>`; relations of pharmacies against their
+            // peer group's targets (`attainment`, `budget`) are at the pharmacy level.
             let level = Level::ALL
                 .into_iter()
                 .filter(|l| table.starts_with(&format!("{}_", l.as_str())))
-                .max_by_key(|l| l.as_str().len());
+                .max_by_key(|l| l.as_str().len())
+                .or_else(|| has("peer_group").then_some(Level::Pharmacy));
             match level {
                 Some(l) if has("node") => Rule::Scoped {
                     predicate: Some(in_list("node", reach.nodes(l).iter().cloned())),

@@ -53,6 +53,8 @@ pub async fn serve(
     let mut server = Server::builder();
     let scheme = match &options.tls {
         Some((cert, key)) => {
+            // Two crypto providers are linked (ring, aws-lc-rs): name one for the process.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let read = |p: &PathBuf| {
                 std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
             };

@@ -808,7 +808,7 @@ impl FlightSqlService for Service {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.metadata_info(&schema, query, request.into_inner())
     }
 
@@ -888,7 +888,7 @@ impl FlightSqlService for Service {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.metadata_info(&schema, query, request.into_inner())
     }
 
@@ -934,7 +934,7 @@ impl FlightSqlService for Service {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(&request)?;
-        let schema = query.clone().into_builder(&metadata::XDBC_TYPES).schema();
+        let schema = query.into_builder(&metadata::XDBC_TYPES).schema();
         self.metadata_info(&schema, query, request.into_inner())
     }
 
