@@ -148,7 +148,10 @@ fn sql_prints_tables_csv_and_json_and_reports_errors() {
         "csv",
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'system' ORDER BY 1",
     ]);
-    assert_eq!(text(&out.stdout), "table_name\nimport_errors\nimport_log\n");
+    assert_eq!(
+        text(&out.stdout),
+        "table_name\naudit_log\nimport_errors\nimport_log\n"
+    );
 }
 
 #[test]
