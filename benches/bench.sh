@@ -4,6 +4,7 @@
 #   benches/bench.sh import [--fills 10000000]    # import of generated fills vs DuckDB CSV->Parquet
 #   benches/bench.sh cube [--fills 20000000]      # raw-path cube queries vs DuckDB SQL on the same Parquet
 #   benches/bench.sh rollups [--fills 20000000]   # rollup build, and queries served from rollups, vs DuckDB
+#   benches/bench.sh serve [--warehouse W] [--clients 32] [--seconds 30]   # concurrent ADBC clients over Flight SQL
 #
 # Builds rxcube in release mode and creates a Python venv with DuckDB (benches/requirements.txt).
 # Data and outputs go to benches/out/ (ignored by git). Record figures in benches/RESULTS.md.

@@ -88,6 +88,8 @@ pub struct Service {
     sessions: Mutex<HashMap<String, Session>>,
     planned: Mutex<HashMap<String, Planned>>,
     prepared: Mutex<HashMap<String, Prepared>>,
+    /// Each principal's session over the current snapshot, built on its first statement.
+    user_sessions: Mutex<HashMap<String, (Arc<Snapshot>, SessionContext)>>,
     audit: Arc<AuditLog>,
     token_ttl: Duration,
 }
@@ -130,6 +132,7 @@ impl Service {
             sessions: Mutex::default(),
             planned: Mutex::default(),
             prepared: Mutex::default(),
+            user_sessions: Mutex::default(),
             audit,
             token_ttl,
         }))
@@ -177,6 +180,31 @@ impl Service {
             p.retain(|_, v| now.duration_since(v.created) < PENDING_TTL);
         }
         Ok(())
+    }
+
+    /// `principal`'s session over `snapshot`: built once per snapshot and principal (name,
+    /// scope and privileges, so a changed user gets a new one), then shared by its statements.
+    async fn user_session(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        principal: &Principal,
+    ) -> Result<SessionContext, Status> {
+        let key = format!(
+            "{}\n{}\n{:?}",
+            principal.name, principal.scope, principal.privileges
+        );
+        if let Ok(cache) = self.user_sessions.lock()
+            && let Some((built_on, ctx)) = cache.get(&key)
+            && Arc::ptr_eq(built_on, snapshot)
+        {
+            return Ok(ctx.clone());
+        }
+        let ctx = snapshot.user_session(principal).await.map_err(internal)?;
+        if let Ok(mut cache) = self.user_sessions.lock() {
+            cache.retain(|_, (built_on, _)| Arc::ptr_eq(built_on, snapshot));
+            cache.insert(key, (snapshot.clone(), ctx.clone()));
+        }
+        Ok(ctx)
     }
 
     /// Checks `user:password`, recording the login or the failure.
@@ -275,7 +303,7 @@ impl Service {
         client: Option<String>,
     ) -> Result<(SessionContext, LogicalPlan), Status> {
         let snapshot = self.snapshot();
-        let ctx = snapshot.user_session(&caller.1).await.map_err(internal)?;
+        let ctx = self.user_session(&snapshot, &caller.1).await?;
         let state = ctx.state();
         let statement = state
             .sql_to_statement(sql, &state.config().options().sql_parser.dialect)
@@ -430,11 +458,7 @@ impl Service {
         &self,
         caller: &Caller,
     ) -> Result<(String, Vec<(String, String, &'static str, SchemaRef)>), Status> {
-        let ctx = self
-            .snapshot()
-            .user_session(&caller.1)
-            .await
-            .map_err(internal)?;
+        let ctx = self.user_session(&self.snapshot(), &caller.1).await?;
         let catalog_name = ctx
             .state()
             .config()
