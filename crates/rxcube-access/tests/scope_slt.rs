@@ -6,17 +6,15 @@
 //! its part of the chain (peer averages and ranks still over every pharmacy). Each suite runs
 //! on the raw path and from rollups.
 
+#[path = "../../rxcube-cube/tests/support/slt_support.rs"]
+mod slt_support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type};
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use rxcube_access::{Principal, Privilege, Scope, Snapshot};
-use rxcube_ingest::{ImportOptions, NoProgress, Status, import};
-use rxcube_model::TableName;
 use rxcube_warehouse::Warehouse;
 use sqllogictest::{DBOutput, DefaultColumnType};
 
@@ -31,40 +29,7 @@ impl sqllogictest::AsyncDB for Db {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DataFusionError> {
         let (batches, _) = rxcube_cube::run_statement(&self.ctx, sql).await?;
-        let Some(first) = batches.first() else {
-            return Ok(DBOutput::Rows {
-                types: vec![],
-                rows: vec![],
-            });
-        };
-        let columns = first.num_columns();
-        let options = FormatOptions::default().with_null("NULL");
-        let mut rows = Vec::new();
-        for b in &batches {
-            let formatters = b
-                .columns()
-                .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-                .collect::<Result<Vec<_>, _>>()?;
-            for i in 0..b.num_rows() {
-                rows.push(
-                    (0..columns)
-                        .map(|c| {
-                            let col = b.column(c);
-                            if *col.data_type() == DataType::Float64 && col.is_valid(i) {
-                                format!("{:.4}", col.as_primitive::<Float64Type>().value(i))
-                            } else {
-                                formatters[c].value(i).to_string()
-                            }
-                        })
-                        .collect(),
-                );
-            }
-        }
-        Ok(DBOutput::Rows {
-            types: vec![DefaultColumnType::Any; columns],
-            rows,
-        })
+        slt_support::output(&batches)
     }
 
     async fn shutdown(&mut self) {}
@@ -75,29 +40,7 @@ fn tiny() -> PathBuf {
 }
 
 async fn land(root: &Path) -> Warehouse {
-    let warehouse = Warehouse::open(root.to_str().expect("utf8 path")).expect("warehouse");
-    for table in TableName::ALL {
-        let file = tiny().join(format!("{}.csv", table.as_str()));
-        if !file.exists() {
-            continue;
-        }
-        let report = import(
-            &warehouse,
-            table,
-            &[file],
-            &ImportOptions::default(),
-            &NoProgress,
-        )
-        .await
-        .expect("import runs");
-        assert_eq!(
-            report.status,
-            Status::Accepted,
-            "{table:?}: {:?}",
-            report.errors
-        );
-    }
-    warehouse
+    slt_support::land(&tiny(), root).await
 }
 
 async fn run(suite: &str, rollups: bool) {

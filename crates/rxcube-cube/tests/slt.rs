@@ -3,11 +3,13 @@
 //!
 //! Floats print with 4 decimals, NULL as `NULL`, timestamps as ISO 8601.
 
+#[path = "support/slt_support.rs"]
+mod slt_support;
+
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type};
-use arrow::util::display::{ArrayFormatter, FormatOptions};
+use arrow::array::AsArray;
+use arrow::datatypes::Float64Type;
 use async_trait::async_trait;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
@@ -34,46 +36,7 @@ impl sqllogictest::AsyncDB for Db {
                 "not served by a rollup: {served:?}"
             )));
         }
-        let Some(first) = batches.first() else {
-            return Ok(DBOutput::Rows {
-                types: vec![],
-                rows: vec![],
-            });
-        };
-        let columns = first.num_columns();
-        let mut rows = Vec::new();
-        let options = FormatOptions::default().with_null("NULL");
-        for b in &batches {
-            let formatters = b
-                .columns()
-                .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-                .collect::<Result<Vec<_>, _>>()?;
-            for i in 0..b.num_rows() {
-                rows.push(
-                    (0..columns)
-                        .map(|c| {
-                            let col = b.column(c);
-                            if *col.data_type() == DataType::Float64 && col.is_valid(i) {
-                                let v = col.as_primitive::<Float64Type>().value(i);
-                                let s = format!("{v:.4}");
-                                if s == "-0.0000" {
-                                    "0.0000".to_string()
-                                } else {
-                                    s
-                                }
-                            } else {
-                                formatters[c].value(i).to_string()
-                            }
-                        })
-                        .collect(),
-                );
-            }
-        }
-        Ok(DBOutput::Rows {
-            types: vec![DefaultColumnType::Any; columns],
-            rows,
-        })
+        slt_support::output(&batches)
     }
 
     async fn shutdown(&mut self) {}
@@ -85,31 +48,8 @@ fn fixture_dir(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Lands a fixture chain (every CSV present, in load order) into a fresh warehouse.
 async fn land(name: &str, root: &Path) -> Warehouse {
-    let warehouse = Warehouse::open(root.to_str().expect("utf8 path")).expect("warehouse");
-    for table in TableName::ALL {
-        let file = fixture_dir(name).join(format!("{}.csv", table.as_str()));
-        if !file.exists() {
-            continue;
-        }
-        let report = import(
-            &warehouse,
-            table,
-            &[file],
-            &ImportOptions::default(),
-            &NoProgress,
-        )
-        .await
-        .expect("import runs");
-        assert_eq!(
-            report.status,
-            Status::Accepted,
-            "{table:?}: {:?}",
-            report.errors
-        );
-    }
-    warehouse
+    slt_support::land(&fixture_dir(name), root).await
 }
 
 async fn run_suite(fixture: &str, suite: &str, rollups: bool) {
