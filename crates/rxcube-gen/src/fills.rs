@@ -3,8 +3,9 @@
 //! on the earlier day's id range, so nothing is remembered), the local or CRP channel, and the
 //! processing time that decides whether a local fill is on time.
 //!
-//! Prescription ids encode (day, pharmacy, sequence) with the day most significant, so ids grow
-//! with time and are unique without a global counter.
+//! Prescription numbers encode (day, pharmacy, sequence) with the day most significant, so they
+//! grow with time and are unique without a global counter; the store's systems write them as
+//! its style of id ([`ids::rx`]).
 
 use rand_chacha::ChaCha8Rng;
 
@@ -12,6 +13,8 @@ use crate::GenError;
 use crate::clock::{Stamp, weekday};
 use crate::corrections;
 use crate::demand::{DaySlots, HOURLY_DEMAND, WEEKDAY_DEMAND};
+use crate::ids::{self, Label, RX_PER_STORE_DAY};
+use crate::org::Store;
 use crate::pos::Till;
 use crate::records::FillRow;
 use crate::seed::{self, Purpose};
@@ -22,18 +25,22 @@ use crate::writer::EventFiles;
 pub(crate) const REFILL_INTERVAL_DAYS: i64 = 30;
 /// Most refills of one prescription.
 pub(crate) const MAX_REFILLS: i64 = 12;
-/// How far back refills can reach, and so the offset of the day in an id.
+/// How far back refills can reach, and so the offset of the day in a number.
 const LOOKBACK_DAYS: i64 = REFILL_INTERVAL_DAYS * MAX_REFILLS;
-/// Bits of the per-store-day sequence in an id.
-const SEQ_BITS: u32 = 16;
 
 /// Hours Central Refill Processing takes, from..to.
 const CRP_HOURS: (i64, i64) = (4, 30);
 
-/// The id of the `seq`-th new prescription of `pharmacy` on day index `day`.
-pub(crate) fn rx_id(pharmacies: u32, pharmacy: u32, day: i64, seq: u32) -> i64 {
-    let store_day = (day + LOOKBACK_DAYS) * i64::from(pharmacies) + i64::from(pharmacy) - 1;
-    (store_day << SEQ_BITS) + i64::from(seq) + 1
+/// The number of the `seq`-th new prescription of `pharmacy` on day index `day` (at least
+/// `-LOOKBACK_DAYS`).
+fn rx_number(pharmacies: u32, pharmacy: u32, day: i64, seq: u32) -> u64 {
+    let store_day = (day + LOOKBACK_DAYS) as u64 * u64::from(pharmacies) + u64::from(pharmacy) - 1;
+    store_day * RX_PER_STORE_DAY + u64::from(seq) + 1
+}
+
+/// The id of the `seq`-th new prescription of `store` on day index `day`.
+fn rx_id(pharmacies: u32, store: &Store, day: i64, seq: u32) -> Label {
+    ids::rx(store.systems, rx_number(pharmacies, store.id, day, seq))
 }
 
 /// A permutation of `0..len`, `i ↦ (offset + i·step) mod len` with `step` coprime to `len`:
@@ -91,7 +98,7 @@ pub(crate) fn fill_day(
     arrivals.extend((0..today.count).map(|_| slots.sample(&mut rng)));
     arrivals.sort_unstable_by_key(|(at, _)| at.utc);
     for (seq, &(received, hour)) in arrivals.iter().enumerate() {
-        let rx = rx_id(chain.pharmacies, store.id, sd.day, seq as u32);
+        let rx = rx_id(chain.pharmacies, store, sd.day, seq as u32);
         local_fill(sd, till, out, &mut rng, rx, 0, received, hour)?;
     }
 
@@ -110,7 +117,7 @@ pub(crate) fn fill_day(
         }
         let order = RefillOrder::new(chain.seed, store.id, origin, then.count);
         for i in 0..refills {
-            let rx = rx_id(chain.pharmacies, store.id, origin, order.nth(i));
+            let rx = rx_id(chain.pharmacies, store, origin, order.nth(i));
             let (received, hour) = slots.sample(&mut rng);
             if seed::chance(&mut rng, store.profile.crp_share) {
                 crp_fill(sd, till, out, &mut rng, rx, n as i32, received)?;
@@ -137,7 +144,7 @@ fn local_fill(
     till: &mut Till,
     out: &mut EventFiles,
     rng: &mut ChaCha8Rng,
-    rx_id: i64,
+    rx_id: Label,
     fill_no: i32,
     received: Stamp,
     hour: u8,
@@ -152,7 +159,7 @@ fn crp_fill(
     till: &mut Till,
     out: &mut EventFiles,
     rng: &mut ChaCha8Rng,
-    rx_id: i64,
+    rx_id: Label,
     fill_no: i32,
     received: Stamp,
 ) -> Result<(), GenError> {
@@ -165,7 +172,7 @@ fn record_fill(
     sd: &mut StoreDay<'_>,
     till: &mut Till,
     out: &mut EventFiles,
-    (rx_id, fill_no): (i64, i32),
+    (rx_id, fill_no): (Label, i32),
     received: Stamp,
     filled: i64,
     crp: bool,
@@ -173,7 +180,7 @@ fn record_fill(
     let row = FillRow {
         rx_id,
         fill_no,
-        pharmacy_id: sd.store.id as i32,
+        pharmacy_id: sd.store.label,
         channel: if crp { "crp" } else { "local" },
         received_at: received,
         filled_at: sd.clock.stamp(filled),
@@ -188,12 +195,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_unique_and_grow_with_the_day() {
-        let a = rx_id(12, 12, 5, 65_000);
-        let b = rx_id(12, 1, 6, 0);
+    fn numbers_are_unique_and_grow_with_the_day() {
+        let a = rx_number(12, 12, 5, crate::demand::MAX_NEW_FILLS_PER_DAY - 1);
+        let b = rx_number(12, 1, 6, 0);
         assert!(a < b);
-        assert!(rx_id(12, 1, -LOOKBACK_DAYS, 0) >= 1);
-        assert_ne!(rx_id(12, 3, 7, 4), rx_id(12, 4, 7, 4));
+        assert_eq!(rx_number(12, 1, -LOOKBACK_DAYS, 0), 1);
+        assert_ne!(rx_number(12, 3, 7, 4), rx_number(12, 4, 7, 4));
+        // The first prescription of the first store-day of the demo chain (8 pharmacies).
+        assert_eq!(rx_number(8, 1, 0, 0), 288_000_001);
+        assert!(u64::from(crate::demand::MAX_NEW_FILLS_PER_DAY) <= RX_PER_STORE_DAY);
     }
 
     #[test]

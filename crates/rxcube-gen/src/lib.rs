@@ -13,8 +13,13 @@
 //!
 //! ## What the chain exercises
 //!
-//! - **Org**: 2 to 4 regions of 2 service areas each, 2 or 3 local areas per service area;
-//!   pharmacy ids `1..=pharmacies`, store numbers `1000 + id`.
+//! - **Org**: 2 to 4 regions of 2 service areas each, 2 or 3 local areas per service area.
+//! - **Ids** are text labels in the styles of real source systems, mixed across stores and
+//!   tables: pharmacies `RX101`, `RX102`, ... (the chain's own stores) and `00423`, `00845`,
+//!   ... (an acquired chain's zero-padded store numbers), with one plain `423`, a different
+//!   store from `00423`; employees `E1001`; prescriptions `RX288000001` or `000288100001`;
+//!   transactions `T900001` or register-sequence composites `R03-000123`; survey responses
+//!   `S000042` or UUID-shaped. The exact rules are in `ids.rs`.
 //! - **Time zones**: America/Los_Angeles (some pharmacies leave the zone empty, which means Los
 //!   Angeles), America/Denver, America/Phoenix (no daylight saving) and America/Chicago. All
 //!   events are drawn in each store's local wall time, daylight-saving transitions included.
@@ -30,8 +35,10 @@
 //! - **POS**: every fill is sold (rx line with the copay), often with OTC lines; OTC-only
 //!   baskets; about 1.5% of baskets lead to a return (negative quantity and amount).
 //! - **Payroll**: pharmacists, technicians, clerks and a manager per store, shifts that cover
-//!   the opening hours in local time, overnight shifts at 24-hour stores, a 30-minute unpaid
-//!   break, overtime (`OT`, 1.5×) beyond 8 paid hours.
+//!   the opening hours in local time, overnight shifts (22:00 to 06:30) at 24-hour stores, a
+//!   30-minute unpaid break, overtime (`OT`, 1.5×) beyond 8 paid hours, now and then a
+//!   technician called in for a few hours and paid the 4-hour minimum. Hours are paid by the
+//!   wall clock, so the night over the spring-forward change (7.5 elapsed hours) is paid 8.00.
 //! - **Surveys** from about 2% of baskets, with a store-specific rating mix.
 //! - **Corrections**: `corrections/rx_fills`, `corrections/pos` and `corrections/payroll` hold
 //!   about 0.3% of the records again with changed values (a later `filled_at`, sometimes on the
@@ -68,6 +75,7 @@ mod corrections;
 mod demand;
 mod error;
 mod fills;
+mod ids;
 mod org;
 mod payroll;
 mod pipeline;
@@ -134,7 +142,7 @@ pub const DEFAULT_START: NaiveDate = clock::PAY_PERIOD_ANCHOR;
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenConfig {
-    /// Number of pharmacies (ids `1..=pharmacies`).
+    /// Number of pharmacies.
     pub pharmacies: u32,
     /// Number of days of events, from `start`.
     pub days: u32,

@@ -8,6 +8,7 @@ use rxcube_model::domain::KEY_METRICS;
 
 use crate::clock::{self, PAY_PERIOD_DAYS, SECS_PER_DAY, Zone, ZoneClock, pay_period_day};
 use crate::demand::{OpeningHours, Volume};
+use crate::ids::{self, Label, Systems};
 use crate::payroll::Roster;
 use crate::records::{PeerGroupRow, PharmacyRow, TargetRow};
 use crate::seed::{self, Purpose};
@@ -277,7 +278,12 @@ struct OrgPath {
 
 /// A pharmacy and everything the generator needs to run it.
 pub(crate) struct Store {
+    /// Its number in the chain, `1..=pharmacies`: keys its random streams and id ranges.
     pub id: u32,
+    /// Its id in the files (`RX101`, `00423`, ...).
+    pub label: Label,
+    /// The systems its records come from, which set the style of its event ids.
+    pub systems: Systems,
     pub name: String,
     pub zone: Zone,
     /// False for stores whose row leaves the time zone empty (meaning Los Angeles).
@@ -339,6 +345,7 @@ impl Chain {
         let stores = (0..n)
             .map(|i| {
                 let id = i as u32 + 1;
+                let (label, systems) = ids::pharmacy(i);
                 let sa = i % shape.service_areas;
                 let spec = &SERVICE_AREAS[sa];
                 let round = i / shape.service_areas;
@@ -357,7 +364,9 @@ impl Chain {
                 );
                 Store {
                     id,
-                    name: format!("{} #{}", shape.local_area_name(local_area), 1000 + id),
+                    label,
+                    systems,
+                    name: format!("{} #{label}", shape.local_area_name(local_area)),
                     zone: spec.zone,
                     zone_listed: !(spec.zone == Zone::LosAngeles && round % 2 == 1),
                     group,
@@ -465,7 +474,7 @@ impl Chain {
             let after = self.path(i, store, true);
             let split = self.reorg.map(|r| r.epoch_day).filter(|_| before != after);
             let mut row = PharmacyRow {
-                pharmacy_id: store.id as i32,
+                pharmacy_id: store.label,
                 valid_from: self.reference_from,
                 valid_to: split,
                 name: &store.name,
@@ -493,7 +502,7 @@ impl Chain {
         for (i, store) in self.stores.iter().enumerate() {
             let change = self.peer_change.filter(|c| c.store == i);
             let mut row = PeerGroupRow {
-                pharmacy_id: store.id as i32,
+                pharmacy_id: store.label,
                 valid_from: self.reference_from,
                 valid_to: change.map(|c| c.epoch_day),
                 peer_group: store.group.name(),

@@ -1,7 +1,12 @@
 //! Who works when: each store's staff (the employees table), the shifts that cover its opening
-//! hours in local time (overnight shifts at 24-hour stores), and the time cards they produce:
-//! a 30-minute unpaid break on shifts over six hours, regular pay up to 8 paid hours and
-//! overtime at 1.5 times the rate beyond.
+//! hours in local time (overnight shifts at 24-hour stores), and the time cards they produce.
+//!
+//! The payroll system pays **wall-clock** hours: the local clock-out time minus the clock-in
+//! time, less a 30-minute unpaid break on shifts over six hours, and at least the 4-hour
+//! call-in minimum; regular pay up to 8 paid hours, overtime at 1.5 times the rate beyond. So a
+//! night shift over the spring-forward change (22:00 to 06:30, 7.5 elapsed hours) is paid 8.00
+//! hours, one over the fall-back change is paid less than it lasted, and a technician called
+//! in for two busy hours is paid four. The cube spreads cost and hours over the elapsed minutes.
 
 use rand_chacha::ChaCha8Rng;
 
@@ -9,6 +14,7 @@ use crate::GenError;
 use crate::clock::{SECS_PER_DAY, weekday};
 use crate::corrections;
 use crate::demand::OpeningHours;
+use crate::ids::{self, Label};
 use crate::org::{Chain, Staffing};
 use crate::records::{EmployeeRow, PayrollRow};
 use crate::seed::{self, Purpose};
@@ -20,8 +26,13 @@ const REGULAR_MINUTES: i64 = 8 * 60;
 /// Shifts longer than this include an unpaid break.
 const BREAK_AFTER_MINUTES: i64 = 6 * 60;
 const BREAK_MINUTES: i64 = 30;
-/// Share of shifts on which the employee stays late.
+/// Share of day shifts on which the employee stays late (the night crew leaves when the early
+/// shift comes in).
 const STAYS_LATE: f64 = 0.05;
+/// Fewest paid minutes of a shift: a call-in is paid at least this.
+const MINIMUM_PAID_MINUTES: i64 = 4 * 60;
+/// Share of weekdays on which a store calls in a technician who is off.
+const CALL_IN: f64 = 0.04;
 /// Days a full-time employee works per week.
 const WORKDAYS_PER_WEEK: usize = 5;
 
@@ -79,6 +90,13 @@ impl Pool {
         Pool::NightClerks,
     ];
 
+    fn is_night(self) -> bool {
+        matches!(
+            self,
+            Pool::NightPharmacists | Pool::NightTechnicians | Pool::NightClerks
+        )
+    }
+
     fn class(self) -> JobClass {
         match self {
             Pool::Pharmacists | Pool::NightPharmacists => JobClass::Pharmacist,
@@ -92,7 +110,10 @@ impl Pool {
 /// One employee as the payroll needs them; the name is kept as indices into the name lists.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Member {
+    /// Employee number, unique in the chain (from 1).
     pub id: i32,
+    /// Its id in the files: `E1001` for number 1.
+    pub label: Label,
     pub rate_cents: i64,
     first_name: u8,
     last_name: u8,
@@ -138,6 +159,7 @@ impl Roster {
             let (lo, hi) = class.rates();
             Member {
                 id,
+                label: ids::employee(id),
                 rate_cents: seed::between(rng, lo / 5, hi / 5 + 1) * 5,
                 first_name: seed::between(rng, 0, FIRST_NAMES.len() as i64) as u8,
                 last_name: seed::between(rng, 0, LAST_NAMES.len() as i64) as u8,
@@ -287,12 +309,12 @@ pub(crate) fn write_employees(chain: &Chain, out: &mut TableWriter) -> Result<()
             name.push_str(LAST_NAMES[member.last_name as usize % LAST_NAMES.len()]);
             write_ssn(member.id, &mut ssn);
             out.write(&EmployeeRow {
-                employee_id: member.id,
+                employee_id: member.label,
                 name: &name,
                 ssn: &ssn,
                 job_class: class.name(),
                 hourly_rate_cents: member.rate_cents,
-                home_pharmacy_id: store.id as i32,
+                home_pharmacy_id: store.label,
                 hired_on: member.hired_on,
                 terminated_on,
             })?;
@@ -322,10 +344,11 @@ fn plan_day(staffing: Staffing, hours: &OpeningHours, wd: usize, out: &mut Vec<P
         (Pool::Clerks, staffing.clerks),
     ];
     if hours.is_all_day() {
+        // Three shifts of 8.5 hours (8 paid), overlapping half an hour at each hand-over.
         for (pool, people) in day_pools {
             for _ in 0..people {
-                push(pool, 7 * 60, 15 * 60 + 30);
-                push(pool, 14 * 60 + 30, 22 * 60);
+                push(pool, 6 * 60, 14 * 60 + 30);
+                push(pool, 14 * 60, 22 * 60 + 30);
             }
         }
         if staffing.night {
@@ -334,7 +357,7 @@ fn plan_day(staffing: Staffing, hours: &OpeningHours, wd: usize, out: &mut Vec<P
                 Pool::NightTechnicians,
                 Pool::NightClerks,
             ] {
-                push(pool, 21 * 60 + 30, 31 * 60 + 30);
+                push(pool, 22 * 60, 30 * 60 + 30);
             }
         }
     } else {
@@ -376,7 +399,6 @@ pub(crate) fn work_day(
     plan_day(store.staffing, &store.hours, weekday(sd.epoch_day), plan);
     let mut rng = seed::stream(sd.chain.seed, Purpose::Payroll, store.id, sd.day);
     let mut taken = [0usize; POOLS];
-    let midnight = sd.epoch_day * SECS_PER_DAY;
     for shift in plan.iter() {
         let pool = shift.pool as usize;
         let members = &store.roster.pools[pool];
@@ -392,21 +414,47 @@ pub(crate) fn work_day(
         let Some(member) = members.get(index as usize) else {
             continue;
         };
-        let stays_late = if seed::chance(&mut rng, STAYS_LATE) {
+        let stays_late = if !shift.pool.is_night() && seed::chance(&mut rng, STAYS_LATE) {
             seed::between(&mut rng, 2, 7) * 15
         } else {
             0
         };
-        let start = sd.clock.local_to_utc(midnight + shift.start * 60);
-        let end = sd
-            .clock
-            .local_to_utc(midnight + (shift.end + stays_late) * 60);
-        let (Some(start), Some(end)) = (start, end) else {
-            continue;
-        };
-        time_card(sd, out, member, start, end)?;
+        clock_in(sd, out, member, shift.start, shift.end + stays_late)?;
+    }
+    // Now and then the store calls in a technician who is off for a few busy weekday hours.
+    if weekday(sd.epoch_day) < 5 && seed::chance(&mut rng, CALL_IN) {
+        let pool = Pool::Technicians as usize;
+        let members = &store.roster.pools[pool];
+        // Today's technicians are the next `per_day` of the rotation; the one after is off.
+        let per_day = store.roster.shifts_per_day[pool] as i64;
+        let start = seed::between(&mut rng, 11 * 4, 15 * 4 + 1) * 15;
+        let minutes = seed::between(&mut rng, 8, 15) * 15;
+        if members.len() as i64 > per_day {
+            let index = (sd.epoch_day * per_day + per_day).rem_euclid(members.len() as i64);
+            if let Some(member) = members.get(index as usize) {
+                clock_in(sd, out, member, start, start + minutes)?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The time card of `member` for a shift from local minute `start` to local minute `end` of
+/// the store-day (`end` may be on the next day); none if either falls in a daylight-saving gap.
+fn clock_in(
+    sd: &mut StoreDay<'_>,
+    out: &mut EventFiles,
+    member: &Member,
+    start: i64,
+    end: i64,
+) -> Result<(), GenError> {
+    let midnight = sd.epoch_day * SECS_PER_DAY;
+    let clock_in = sd.clock.local_to_utc(midnight + start * 60);
+    let clock_out = sd.clock.local_to_utc(midnight + end * 60);
+    let (Some(clock_in), Some(clock_out)) = (clock_in, clock_out) else {
+        return Ok(());
+    };
+    time_card(sd, out, member, clock_in, clock_out, end - start)
 }
 
 /// Hours in hundredths of `minutes`.
@@ -419,28 +467,31 @@ pub(crate) fn cost_cents(hours: i64, rate_cents: i64, factor_x2: i64) -> i64 {
     (hours * rate_cents * factor_x2 + 100) / 200
 }
 
+/// Writes the rows of a shift from the UTC instants `start` to `end` that the wall clock shows
+/// as `wall_minutes` long (more or less than elapsed across a daylight-saving change).
 fn time_card(
     sd: &mut StoreDay<'_>,
     out: &mut EventFiles,
     member: &Member,
     start: i64,
     end: i64,
+    wall_minutes: i64,
 ) -> Result<(), GenError> {
-    let span = (end - start) / 60;
-    let paid = if span > BREAK_AFTER_MINUTES {
-        span - BREAK_MINUTES
-    } else {
-        span
-    };
-    if paid <= 0 {
+    if end <= start || wall_minutes <= 0 {
         return Ok(());
     }
+    let worked = if wall_minutes > BREAK_AFTER_MINUTES {
+        wall_minutes - BREAK_MINUTES
+    } else {
+        wall_minutes
+    };
+    let paid = worked.max(MINIMUM_PAID_MINUTES);
     let regular = paid.min(REGULAR_MINUTES);
     let overtime = paid - regular;
     let hours = hundredths_of(regular);
     let mut row = PayrollRow {
-        employee_id: member.id,
-        pharmacy_id: sd.store.id as i32,
+        employee_id: member.label,
+        pharmacy_id: sd.store.label,
         shift_start: sd.clock.stamp(start),
         pay_code: "REG",
         shift_end: sd.clock.stamp(end),

@@ -8,14 +8,13 @@ use rand_chacha::ChaCha8Rng;
 use crate::GenError;
 use crate::corrections;
 use crate::demand::DaySlots;
+use crate::ids::{self, Label};
 use crate::records::PosRow;
 use crate::seed::{self, Purpose};
 use crate::store_day::StoreDay;
 use crate::surveys::Surveys;
 use crate::writer::EventFiles;
 
-/// Bits of the per-store-day basket sequence in a transaction id.
-const SEQ_BITS: u32 = 24;
 /// Share of baskets from which a line is returned later.
 pub(crate) const RETURN_RATE: f64 = 0.015;
 
@@ -31,25 +30,30 @@ const OTC_QUANTITY: [f64; 3] = [0.80, 0.15, 0.05];
 /// Sells the baskets of one store-day.
 pub(crate) struct Till {
     rng: ChaCha8Rng,
-    first_txn: i64,
-    baskets: i64,
+    /// Day index × pharmacies + store index: unique to the store-day.
+    store_day: u64,
+    day: u64,
+    baskets: u64,
     surveys: Surveys,
 }
 
 impl Till {
     pub(crate) fn new(sd: &StoreDay<'_>) -> Self {
         let chain = sd.chain;
-        let store_day = sd.day * i64::from(chain.pharmacies) + i64::from(sd.store.id) - 1;
+        // Store-days are in the range (day index >= 0), so these are never negative.
+        let day = sd.day.max(0) as u64;
         Till {
             rng: seed::stream(chain.seed, Purpose::Sales, sd.store.id, sd.day),
-            first_txn: (store_day << SEQ_BITS) + 1,
+            store_day: day * u64::from(chain.pharmacies) + u64::from(sd.store.id) - 1,
+            day,
             baskets: 0,
             surveys: Surveys::new(sd),
         }
     }
 
-    fn next_txn(&mut self) -> i64 {
-        let txn = self.first_txn + self.baskets;
+    /// The id of the next basket.
+    fn next_txn(&mut self, sd: &StoreDay<'_>) -> Label {
+        let txn = ids::txn(sd.store.systems, self.store_day, self.day, self.baskets);
         self.baskets += 1;
         txn
     }
@@ -60,7 +64,7 @@ impl Till {
         &mut self,
         sd: &mut StoreDay<'_>,
         out: &mut EventFiles,
-        rx_id: i64,
+        rx_id: Label,
         ready: i64,
         crp: bool,
     ) -> Result<(), GenError> {
@@ -99,20 +103,20 @@ impl Till {
         sd: &mut StoreDay<'_>,
         out: &mut EventFiles,
         sold: i64,
-        rx_id: Option<i64>,
+        rx_id: Option<Label>,
     ) -> Result<(), GenError> {
+        let txn_id = self.next_txn(sd);
         let rng = &mut self.rng;
         let mut row = PosRow {
-            txn_id: self.first_txn + self.baskets,
+            txn_id,
             line_no: 0,
-            pharmacy_id: sd.store.id as i32,
+            pharmacy_id: sd.store.label,
             sold_at: sd.clock.stamp(sold),
             kind: "otc",
             quantity: 1,
             amount_cents: 0,
             rx_id: None,
         };
-        self.baskets += 1;
         let otc_lines = seed::weighted(rng, &OTC_LINES) + usize::from(rx_id.is_none());
         let returns = seed::chance(rng, RETURN_RATE);
         let mut returned: Option<PosRow> = None;
@@ -147,7 +151,7 @@ impl Till {
             let back = sold + seed::between(&mut self.rng, 3600, 96 * 3600);
             let at = sd.store.hours.next_open(sd.clock, back, &mut self.rng);
             let row = PosRow {
-                txn_id: self.next_txn(),
+                txn_id: self.next_txn(sd),
                 line_no: 1,
                 sold_at: sd.clock.stamp(at),
                 quantity: -line.quantity,

@@ -5,15 +5,21 @@
 use rxcube_model::TableName;
 
 use crate::clock::Stamp;
+use crate::ids::Label;
 
 /// Receives the fields of one row, in contract column order.
 pub(crate) trait FieldSink {
     fn int32(&mut self, v: i32);
     fn opt_int32(&mut self, v: Option<i32>);
-    fn int64(&mut self, v: i64);
-    fn opt_int64(&mut self, v: Option<i64>);
     fn text(&mut self, v: &str);
     fn opt_text(&mut self, v: Option<&str>);
+    /// An id: text, as every id of the contract is.
+    fn id(&mut self, v: Label) {
+        self.text(v.as_str());
+    }
+    fn opt_id(&mut self, v: Option<Label>) {
+        self.opt_text(v.as_ref().map(Label::as_str));
+    }
     /// A date as days since 1970-01-01.
     fn date(&mut self, epoch_day: i64);
     fn opt_date(&mut self, epoch_day: Option<i64>);
@@ -31,7 +37,7 @@ pub(crate) trait Record {
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PharmacyRow<'a> {
-    pub pharmacy_id: i32,
+    pub pharmacy_id: Label,
     pub valid_from: i64,
     pub valid_to: Option<i64>,
     pub name: &'a str,
@@ -46,7 +52,7 @@ pub(crate) struct PharmacyRow<'a> {
 impl Record for PharmacyRow<'_> {
     const TABLE: TableName = TableName::Pharmacies;
     fn emit<S: FieldSink>(&self, s: &mut S) {
-        s.int32(self.pharmacy_id);
+        s.id(self.pharmacy_id);
         s.date(self.valid_from);
         s.opt_date(self.valid_to);
         s.text(self.name);
@@ -61,7 +67,7 @@ impl Record for PharmacyRow<'_> {
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerGroupRow<'a> {
-    pub pharmacy_id: i32,
+    pub pharmacy_id: Label,
     pub valid_from: i64,
     pub valid_to: Option<i64>,
     pub peer_group: &'a str,
@@ -71,7 +77,7 @@ pub(crate) struct PeerGroupRow<'a> {
 impl Record for PeerGroupRow<'_> {
     const TABLE: TableName = TableName::PeerGroups;
     fn emit<S: FieldSink>(&self, s: &mut S) {
-        s.int32(self.pharmacy_id);
+        s.id(self.pharmacy_id);
         s.date(self.valid_from);
         s.opt_date(self.valid_to);
         s.text(self.peer_group);
@@ -103,12 +109,12 @@ impl Record for TargetRow<'_> {
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EmployeeRow<'a> {
-    pub employee_id: i32,
+    pub employee_id: Label,
     pub name: &'a str,
     pub ssn: &'a str,
     pub job_class: &'a str,
     pub hourly_rate_cents: i64,
-    pub home_pharmacy_id: i32,
+    pub home_pharmacy_id: Label,
     pub hired_on: i64,
     pub terminated_on: Option<i64>,
 }
@@ -116,12 +122,12 @@ pub(crate) struct EmployeeRow<'a> {
 impl Record for EmployeeRow<'_> {
     const TABLE: TableName = TableName::Employees;
     fn emit<S: FieldSink>(&self, s: &mut S) {
-        s.int32(self.employee_id);
+        s.id(self.employee_id);
         s.text(self.name);
         s.text(self.ssn);
         s.text(self.job_class);
         s.hundredths(self.hourly_rate_cents);
-        s.int32(self.home_pharmacy_id);
+        s.id(self.home_pharmacy_id);
         s.date(self.hired_on);
         s.opt_date(self.terminated_on);
     }
@@ -129,8 +135,8 @@ impl Record for EmployeeRow<'_> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PayrollRow {
-    pub employee_id: i32,
-    pub pharmacy_id: i32,
+    pub employee_id: Label,
+    pub pharmacy_id: Label,
     pub shift_start: Stamp,
     pub pay_code: &'static str,
     pub shift_end: Stamp,
@@ -142,8 +148,8 @@ pub(crate) struct PayrollRow {
 impl Record for PayrollRow {
     const TABLE: TableName = TableName::Payroll;
     fn emit<S: FieldSink>(&self, s: &mut S) {
-        s.int32(self.employee_id);
-        s.int32(self.pharmacy_id);
+        s.id(self.employee_id);
+        s.id(self.pharmacy_id);
         s.instant(self.shift_start);
         s.text(self.pay_code);
         s.instant(self.shift_end);
@@ -154,35 +160,35 @@ impl Record for PayrollRow {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PosRow {
-    pub txn_id: i64,
+    pub txn_id: Label,
     pub line_no: i32,
-    pub pharmacy_id: i32,
+    pub pharmacy_id: Label,
     pub sold_at: Stamp,
     pub kind: &'static str,
     pub quantity: i32,
     pub amount_cents: i64,
-    pub rx_id: Option<i64>,
+    pub rx_id: Option<Label>,
 }
 
 impl Record for PosRow {
     const TABLE: TableName = TableName::Pos;
     fn emit<S: FieldSink>(&self, s: &mut S) {
-        s.int64(self.txn_id);
+        s.id(self.txn_id);
         s.int32(self.line_no);
-        s.int32(self.pharmacy_id);
+        s.id(self.pharmacy_id);
         s.instant(self.sold_at);
         s.text(self.kind);
         s.int32(self.quantity);
         s.hundredths(self.amount_cents);
-        s.opt_int64(self.rx_id);
+        s.opt_id(self.rx_id);
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FillRow {
-    pub rx_id: i64,
+    pub rx_id: Label,
     pub fill_no: i32,
-    pub pharmacy_id: i32,
+    pub pharmacy_id: Label,
     pub channel: &'static str,
     pub received_at: Stamp,
     pub filled_at: Stamp,
@@ -191,9 +197,9 @@ pub(crate) struct FillRow {
 impl Record for FillRow {
     const TABLE: TableName = TableName::RxFills;
     fn emit<S: FieldSink>(&self, s: &mut S) {
-        s.int64(self.rx_id);
+        s.id(self.rx_id);
         s.int32(self.fill_no);
-        s.int32(self.pharmacy_id);
+        s.id(self.pharmacy_id);
         s.text(self.channel);
         s.instant(self.received_at);
         s.instant(self.filled_at);
@@ -202,8 +208,8 @@ impl Record for FillRow {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SurveyRow {
-    pub response_id: i64,
-    pub pharmacy_id: i32,
+    pub response_id: Label,
+    pub pharmacy_id: Label,
     pub responded_at: Stamp,
     pub rating: &'static str,
 }
@@ -211,8 +217,8 @@ pub(crate) struct SurveyRow {
 impl Record for SurveyRow {
     const TABLE: TableName = TableName::Surveys;
     fn emit<S: FieldSink>(&self, s: &mut S) {
-        s.int64(self.response_id);
-        s.int32(self.pharmacy_id);
+        s.id(self.response_id);
+        s.id(self.pharmacy_id);
         s.instant(self.responded_at);
         s.text(self.rating);
     }

@@ -368,21 +368,13 @@ fn push_int(buf: &mut Vec<u8>, v: i64) {
 
 impl FieldSink for CsvLine {
     fn int32(&mut self, v: i32) {
-        self.int64(i64::from(v));
+        self.separate();
+        push_int(&mut self.buf, i64::from(v));
     }
 
     fn opt_int32(&mut self, v: Option<i32>) {
-        self.opt_int64(v.map(i64::from));
-    }
-
-    fn int64(&mut self, v: i64) {
-        self.separate();
-        push_int(&mut self.buf, v);
-    }
-
-    fn opt_int64(&mut self, v: Option<i64>) {
         match v {
-            Some(v) => self.int64(v),
+            Some(v) => self.int32(v),
             None => self.separate(),
         }
     }
@@ -554,20 +546,6 @@ impl FieldSink for ArrowColumns {
         });
     }
 
-    fn int64(&mut self, v: i64) {
-        self.opt_int64(Some(v));
-    }
-
-    fn opt_int64(&mut self, v: Option<i64>) {
-        self.put(|b| match b {
-            ColumnBuilder::Int64(b) => {
-                b.append_option(v);
-                true
-            }
-            _ => false,
-        });
-    }
-
     fn text(&mut self, v: &str) {
         self.opt_text(Some(v));
     }
@@ -643,17 +621,19 @@ mod tests {
     #[test]
     fn csv_fields_are_formatted_by_type() {
         let text = csv(|l| {
-            l.int64(-1_234_567_890_123);
-            l.int64(i64::MIN);
-            l.int64(9);
-            l.int64(10);
-            l.int64(100);
+            l.int32(-1_234_567_890);
+            l.int32(i32::MIN);
+            l.int32(9);
+            l.int32(10);
+            l.int32(100);
             l.int32(0);
             l.opt_int32(None);
             l.hundredths(-5);
             l.hundredths(123_456);
             l.hundredths(0);
             l.text("Say \"hi\", Bob");
+            l.id(crate::ids::pharmacy(1).0);
+            l.opt_id(None);
             l.opt_date(Some(19_729));
             l.float64(7.5);
             l.float64(85.0);
@@ -661,15 +641,19 @@ mod tests {
         });
         assert_eq!(
             text,
-            "-1234567890123,-9223372036854775808,9,10,100,0,,-0.05,1234.56,0.00,\"Say \"\"hi\"\", Bob\",2024-01-07,7.5,85\n"
+            "-1234567890,-2147483648,9,10,100,0,,-0.05,1234.56,0.00,\"Say \"\"hi\"\", Bob\",00423,,2024-01-07,7.5,85\n"
         );
+        let mut buf = Vec::new();
+        push_int(&mut buf, i64::MIN);
+        push_int(&mut buf, -1_234_567_890_123);
+        assert_eq!(buf, b"-9223372036854775808-1234567890123");
     }
 
     #[test]
     fn a_row_of_the_wrong_shape_fails_the_batch_instead_of_panicking() -> Result<(), ArrowError> {
         let mut columns = ArrowColumns::new(TableName::Surveys.def().schema())?;
         columns.cursor = 0;
-        columns.text("not an id");
+        columns.int32(7);
         assert!(columns.finish_batch().is_err());
         Ok(())
     }

@@ -170,18 +170,23 @@ fn bad_configurations_are_refused_with_a_clear_message() {
     assert!(err.contains("csv or parquet"), "{err}");
 }
 
+/// The text of a value that must be text (ids).
+fn text(v: &Val) -> &str {
+    v.text().unwrap_or_else(|| panic!("{v:?} is not text"))
+}
+
 /// Rows of a table grouped by pharmacy id, in file order.
-fn by_pharmacy(t: &Table) -> BTreeMap<i64, Vec<&Vec<Val>>> {
+fn by_pharmacy(t: &Table) -> BTreeMap<&str, Vec<&Vec<Val>>> {
     let id = t.col("pharmacy_id");
-    let mut map: BTreeMap<i64, Vec<&Vec<Val>>> = BTreeMap::new();
+    let mut map: BTreeMap<&str, Vec<&Vec<Val>>> = BTreeMap::new();
     for r in &t.rows {
-        map.entry(r[id].int().unwrap_or(0)).or_default().push(r);
+        map.entry(text(&r[id])).or_default().push(r);
     }
     map
 }
 
 /// (valid_from of the second row) for every id with two consecutive rows; asserts they chain.
-fn split_dates(t: &Table) -> Vec<(i64, i32)> {
+fn split_dates(t: &Table) -> Vec<(&str, i32)> {
     let (from, to) = (t.col("valid_from"), t.col("valid_to"));
     let mut splits = Vec::new();
     for (id, rows) in by_pharmacy(t) {
@@ -261,7 +266,7 @@ fn a_pharmacy_changes_peer_group_mid_pay_period_and_targets_cover_every_group() 
     assert_eq!(splits.len(), 1);
     let (id, day) = splits[0];
     assert_mid_pay_period(set, day);
-    let rows = &by_pharmacy(pg)[&id];
+    let rows = &by_pharmacy(pg)[id];
     assert_ne!(rows[0][pg.col("peer_group")], rows[1][pg.col("peer_group")]);
 
     let minutes: BTreeSet<Option<i64>> = pg.column("rx_target_minutes").map(Val::int).collect();
@@ -358,7 +363,7 @@ fn stores_span_time_zones_and_events_carry_their_local_offset() -> TestResult {
             assert!(!line.contains('"'), "{line}");
             let fields: Vec<&str> = line.split(',').collect();
             assert_eq!(fields.len(), def.columns.len(), "{line}");
-            let tz = zones[&fields[id].parse::<i64>()?];
+            let tz = zones[fields[id]];
             for c in columns {
                 let field = fields[def.column_index(c).unwrap_or(0)];
                 let at = chrono::DateTime::parse_from_rfc3339(field)?;
@@ -380,39 +385,106 @@ fn stores_span_time_zones_and_events_carry_their_local_offset() -> TestResult {
         }
     }
 
-    // The night shift into 2024-03-10 at a Los Angeles 24-hour store lasts 9 hours, not 10.
-    let payroll = set.table(TableName::Payroll);
-    let (start, end, pid) = (
-        payroll.col("shift_start"),
-        payroll.col("shift_end"),
-        payroll.col("pharmacy_id"),
-    );
-    let short_night = payroll.rows.iter().any(|r| {
-        let tz = zones[&r[pid].int().unwrap_or(0)];
-        let s = local(r[start].micros().unwrap_or(0), tz);
-        tz == chrono_tz::America::Los_Angeles
-            && s.date() == NaiveDate::from_ymd_opt(2024, 3, 9).unwrap_or_default()
-            && (s.hour(), s.minute()) == (21, 30)
-            && r[end].micros().unwrap_or(0) - r[start].micros().unwrap_or(0) == 9 * 3_600_000_000
-    });
-    assert!(
-        short_night,
-        "no night shift across the spring-forward change"
-    );
+    assert_spring_forward_night_is_paid_by_the_wall_clock(&set);
     Ok(())
+}
+
+/// The night crew of the 24-hour store RX101 (Los Angeles) clocks in at 22:00 PST on Saturday
+/// 2024-03-09 (06:00 UTC) and out at 06:30 PDT (13:30 UTC): 7.5 elapsed hours, 8.5 on the wall
+/// clock, so 8.00 paid hours after the 30-minute break, at 8 × the hourly rate, all regular.
+fn assert_spring_forward_night_is_paid_by_the_wall_clock(set: &DataSet) {
+    let utc = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_micros())
+            .unwrap_or(0)
+    };
+    let (clock_in, clock_out) = (utc("2024-03-10T06:00:00Z"), utc("2024-03-10T13:30:00Z"));
+    assert_eq!(clock_out - clock_in, 7 * 3_600_000_000 + 1_800_000_000);
+    let zones = set.zones();
+    assert_eq!(zones["RX101"], chrono_tz::America::Los_Angeles);
+    assert_eq!(
+        local(clock_in, zones["RX101"]).to_string(),
+        "2024-03-09 22:00:00"
+    );
+    assert_eq!(
+        local(clock_out, zones["RX101"]).to_string(),
+        "2024-03-10 06:30:00"
+    );
+    let rates = hourly_rates(set);
+    let employees = set.table(TableName::Employees);
+    let class_of: HashMap<&str, &str> = employees
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                text(&r[employees.col("employee_id")]),
+                text(&r[employees.col("job_class")]),
+            )
+        })
+        .collect();
+    let payroll = set.table(TableName::Payroll);
+    let night: Vec<&Vec<Val>> = payroll
+        .rows
+        .iter()
+        .filter(|r| {
+            r[payroll.col("pharmacy_id")].text() == Some("RX101")
+                && r[payroll.col("shift_start")].micros() == Some(clock_in)
+        })
+        .collect();
+    let mut classes: Vec<&str> = night
+        .iter()
+        .map(|r| class_of[text(&r[payroll.col("employee_id")])])
+        .collect();
+    classes.sort_unstable();
+    assert_eq!(
+        classes,
+        ["clerk", "pharmacist", "technician"],
+        "the night crew: {night:?}"
+    );
+    for r in night {
+        assert_eq!(
+            r[payroll.col("shift_end")].micros(),
+            Some(clock_out),
+            "{r:?}"
+        );
+        assert_eq!(r[payroll.col("pay_code")].text(), Some("REG"), "{r:?}");
+        assert_eq!(r[payroll.col("hours")].hundredths(), Some(800), "{r:?}");
+        let rate = rates[text(&r[payroll.col("employee_id")])];
+        // 8 hours × the rate in cents, to the cent: (800 × rate + 50) / 100.
+        assert_eq!(
+            r[payroll.col("cost")].hundredths(),
+            Some((800 * rate + 50) / 100),
+            "{r:?} at rate {rate}"
+        );
+    }
+}
+
+/// Hourly rate in cents by employee id.
+fn hourly_rates(set: &DataSet) -> HashMap<&str, i128> {
+    let employees = set.table(TableName::Employees);
+    employees
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                text(&r[employees.col("employee_id")]),
+                r[employees.col("hourly_rate")].hundredths().unwrap_or(0),
+            )
+        })
+        .collect()
 }
 
 #[test]
 fn fills_follow_opening_hours_and_the_demand_curves() {
     let set = small_csv();
     let zones = set.zones();
-    let hours_per_week: HashMap<i64, i64> = {
+    let hours_per_week: HashMap<&str, i64> = {
         let t = set.table(TableName::Pharmacies);
         t.rows
             .iter()
             .map(|r| {
                 (
-                    r[t.col("pharmacy_id")].int().unwrap_or(0),
+                    text(&r[t.col("pharmacy_id")]),
                     r[t.col("hours_per_week")].int().unwrap_or(0),
                 )
             })
@@ -424,13 +496,13 @@ fn fills_follow_opening_hours_and_the_demand_curves() {
     let mut by_weekday: HashMap<Weekday, u32> = HashMap::new();
     let mut overnight_24h = 0;
     for r in &fills.rows {
-        let id = r[pid].int().unwrap_or(0);
-        let at = local(r[received].micros().unwrap_or(0), zones[&id]);
+        let id = text(&r[pid]);
+        let at = local(r[received].micros().unwrap_or(0), zones[id]);
         by_hour[at.hour() as usize] += 1;
         *by_weekday.entry(at.weekday()).or_default() += 1;
         if at.hour() < 6 {
             assert_eq!(
-                hours_per_week[&id], 168,
+                hours_per_week[id], 168,
                 "pharmacy {id} received a prescription at {at}"
             );
             overnight_24h += 1;
@@ -454,9 +526,9 @@ fn fills_follow_opening_hours_and_the_demand_curves() {
 }
 
 /// Target minutes of a pharmacy at a local date, from peer_groups (NULL = the default).
-fn target_minutes(pg: &Table, pharmacy: i64, day: i32) -> i64 {
+fn target_minutes(pg: &Table, pharmacy: &str, day: i32) -> i64 {
     let row = pg.rows.iter().find(|r| {
-        r[pg.col("pharmacy_id")].int() == Some(pharmacy)
+        r[pg.col("pharmacy_id")].text() == Some(pharmacy)
             && r[pg.col("valid_from")].day().is_some_and(|f| f <= day)
             && r[pg.col("valid_to")].day().is_none_or(|t| day < t)
     });
@@ -478,9 +550,9 @@ fn on_time_and_crp_shares_differ_by_store() {
         fills.col("filled_at"),
     );
     // pharmacy -> (local, on time, refills, crp refills, local minutes, crp minutes)
-    let mut stats: BTreeMap<i64, [f64; 6]> = BTreeMap::new();
+    let mut stats: BTreeMap<&str, [f64; 6]> = BTreeMap::new();
     for r in &fills.rows {
-        let id = r[pid].int().unwrap_or(0);
+        let id = text(&r[pid]);
         let received = r[rec].micros().unwrap_or(0);
         let minutes = (r[fil].micros().unwrap_or(0) - received) as f64 / 60e6;
         let s = stats.entry(id).or_default();
@@ -494,7 +566,7 @@ fn on_time_and_crp_shares_differ_by_store() {
             s[3] += 1.0;
             s[5] += minutes;
         } else {
-            let day = support::epoch_day(local(received, zones[&id]).date());
+            let day = support::epoch_day(local(received, zones[id]).date());
             s[0] += 1.0;
             s[4] += minutes;
             if minutes < target_minutes(pg, id, day) as f64 {
@@ -535,20 +607,17 @@ fn refills_point_back_at_earlier_prescriptions_and_ids_grow_with_time() {
         fills.col("pharmacy_id"),
         fills.col("received_at"),
     );
-    let mut new: HashMap<i64, (i64, i64)> = HashMap::new();
-    let mut last: HashMap<i64, (i64, i64)> = HashMap::new();
+    let mut new: HashMap<&str, (&str, i64)> = HashMap::new();
+    let mut last: HashMap<&str, (u64, i64)> = HashMap::new();
     for r in fills.rows.iter().filter(|r| r[no] == Val::Int(0)) {
-        let (id, at, p) = (
-            r[rx].int().unwrap_or(0),
-            r[rec].micros().unwrap_or(0),
-            r[pid].int().unwrap_or(0),
-        );
+        let (id, at, p) = (text(&r[rx]), r[rec].micros().unwrap_or(0), text(&r[pid]));
         new.insert(id, (p, at));
-        // Within a store, a later prescription has a larger id.
-        if let Some((prev_id, prev_at)) = last.insert(p, (id, at)) {
+        // Within a store, a later prescription has a larger number (the digits of its id).
+        let number: u64 = id.trim_start_matches("RX").parse().unwrap_or(0);
+        if let Some((prev, prev_at)) = last.insert(p, (number, at)) {
             assert!(
-                id > prev_id && at >= prev_at,
-                "ids do not follow time at pharmacy {p}"
+                number > prev && at >= prev_at,
+                "ids do not follow time at pharmacy {p}: {id}"
             );
         }
     }
@@ -557,9 +626,9 @@ fn refills_point_back_at_earlier_prescriptions_and_ids_grow_with_time() {
     for r in fills.rows.iter().filter(|r| r[no] != Val::Int(0)) {
         refills += 1;
         let n = r[no].int().unwrap_or(0);
-        if let Some((p, first)) = new.get(&r[rx].int().unwrap_or(0)) {
+        if let Some((p, first)) = new.get(text(&r[rx])) {
             in_file += 1;
-            assert_eq!(Some(*p), r[pid].int(), "refilled at another store");
+            assert_eq!(Some(*p), r[pid].text(), "refilled at another store");
             let days = (r[rec].micros().unwrap_or(0) - first) as f64 / 86_400e6;
             assert!(
                 (days - 30.0 * n as f64).abs() < 1.2,
@@ -581,11 +650,11 @@ fn refills_point_back_at_earlier_prescriptions_and_ids_grow_with_time() {
 fn every_fill_is_sold_after_it_is_filled_and_some_baskets_come_back() {
     let set = small_csv();
     let fills = set.table(TableName::RxFills);
-    let mut filled: HashMap<i64, Vec<i64>> = HashMap::new();
+    let mut filled: HashMap<&str, Vec<i64>> = HashMap::new();
     for r in &fills.rows {
         let at = r[fills.col("filled_at")].micros().unwrap_or(0);
         filled
-            .entry(r[fills.col("rx_id")].int().unwrap_or(0))
+            .entry(text(&r[fills.col("rx_id")]))
             .or_default()
             .push(at);
     }
@@ -598,20 +667,20 @@ fn every_fill_is_sold_after_it_is_filled_and_some_baskets_come_back() {
         pos.col("rx_id"),
         pos.col("sold_at"),
     );
-    let mut sold: HashMap<i64, Vec<i64>> = HashMap::new();
+    let mut sold: HashMap<&str, Vec<i64>> = HashMap::new();
     let mut returns = [0u32; 2];
-    let mut basket_has_rx: HashMap<i64, bool> = HashMap::new();
+    let mut basket_has_rx: HashMap<&str, bool> = HashMap::new();
     for r in &pos.rows {
         let q = r[qty].int().unwrap_or(0);
         let is_rx = r[kind].text() == Some("rx");
-        *basket_has_rx.entry(r[txn].int().unwrap_or(0)).or_default() |= is_rx;
+        *basket_has_rx.entry(text(&r[txn])).or_default() |= is_rx;
         if q < 0 {
             returns[usize::from(is_rx)] += 1;
             assert!(r[amount].hundredths().unwrap_or(0) <= 0, "{r:?}");
         } else if is_rx {
             assert_eq!(q, 1, "{r:?}");
             let at = r[sold_at].micros().unwrap_or(0);
-            sold.entry(r[rx].int().unwrap_or(0)).or_default().push(at);
+            sold.entry(text(&r[rx])).or_default().push(at);
         }
     }
     assert_eq!(sold.len(), filled.len(), "prescriptions sold vs filled");
@@ -652,10 +721,10 @@ fn every_fill_is_sold_after_it_is_filled_and_some_baskets_come_back() {
 #[test]
 fn surveys_come_from_about_two_percent_of_baskets() {
     let set = small_csv();
-    let baskets: BTreeSet<i64> = set
+    let baskets: BTreeSet<&str> = set
         .table(TableName::Pos)
         .column("txn_id")
-        .filter_map(Val::int)
+        .filter_map(Val::text)
         .collect();
     let surveys = set.table(TableName::Surveys).rows.len() as f64;
     let share = surveys / baskets.len() as f64;
@@ -665,7 +734,7 @@ fn surveys_come_from_about_two_percent_of_baskets() {
         baskets.len()
     );
     let t = set.table(TableName::Surveys);
-    let stores: BTreeSet<i64> = t.column("pharmacy_id").filter_map(Val::int).collect();
+    let stores: BTreeSet<&str> = t.column("pharmacy_id").filter_map(Val::text).collect();
     assert_eq!(
         stores.len(),
         set.config.pharmacies as usize,
@@ -680,22 +749,23 @@ fn surveys_come_from_about_two_percent_of_baskets() {
 }
 
 /// (employee, pharmacy, shift start).
-type ShiftKey = (i64, i64, i64);
+type ShiftKey<'a> = (&'a str, &'a str, i64);
 /// (shift end, rows as (pay code, hours in hundredths)).
 type Shift = (i64, Vec<(String, i128)>);
 
 #[test]
-fn payroll_has_overnight_shifts_overtime_and_honest_costs() {
+fn payroll_pays_the_wall_clock_with_overnight_shifts_overtime_call_ins_and_honest_costs() {
     let set = small_csv();
     let zones = set.zones();
+    let rates = hourly_rates(set);
     let employees = set.table(TableName::Employees);
-    let rates: HashMap<i64, i128> = employees
+    let class_of: HashMap<&str, &str> = employees
         .rows
         .iter()
         .map(|r| {
             (
-                r[employees.col("employee_id")].int().unwrap_or(0),
-                r[employees.col("hourly_rate")].hundredths().unwrap_or(0),
+                text(&r[employees.col("employee_id")]),
+                text(&r[employees.col("job_class")]),
             )
         })
         .collect();
@@ -712,10 +782,10 @@ fn payroll_has_overnight_shifts_overtime_and_honest_costs() {
     let mut shifts: BTreeMap<ShiftKey, Shift> = BTreeMap::new();
     let mut overnight = false;
     for r in &payroll.rows {
-        let tz = zones[&r[pid].int().unwrap_or(0)];
+        let tz = zones[text(&r[pid])];
         let (s, e) = (r[start].micros().unwrap_or(0), r[end].micros().unwrap_or(0));
         overnight |= local(s, tz).date() != local(e, tz).date();
-        let rate = rates[&r[emp].int().unwrap_or(0)];
+        let rate = rates[text(&r[emp])];
         let h = r[hours].hundredths().unwrap_or(0);
         let c = r[code].text().unwrap_or("").to_string();
         let factor = if c == "OT" { 150 } else { 100 };
@@ -724,21 +794,26 @@ fn payroll_has_overnight_shifts_overtime_and_honest_costs() {
         let expected = (exact + 5_000) / 10_000;
         assert_eq!(r[cost].hundredths(), Some(expected), "{r:?} at rate {rate}");
         shifts
-            .entry((r[emp].int().unwrap_or(0), r[pid].int().unwrap_or(0), s))
+            .entry((text(&r[emp]), text(&r[pid]), s))
             .or_insert((e, Vec::new()))
             .1
             .push((c, h));
     }
     assert!(overnight, "no shift crosses local midnight");
     let mut overtime = 0;
-    for ((e, _, s), (end, rows)) in &shifts {
-        let minutes = (end - s) / 60_000_000;
+    let mut call_ins = 0;
+    for ((e, p, s), (end, rows)) in &shifts {
+        let tz = zones[*p];
+        let (clock_in, clock_out) = (local(*s, tz), local(*end, tz));
+        // Paid: the wall-clock length, less 30 minutes on shifts over 6 hours, at least 4 hours.
+        let wall = (clock_out - clock_in).num_minutes();
+        let worked = if wall > 360 { wall - 30 } else { wall };
+        let paid_minutes = worked.max(240);
         let paid: i128 = rows.iter().map(|(_, h)| h).sum();
-        let expected = if minutes > 360 { minutes - 30 } else { minutes };
         assert_eq!(
             paid,
-            i128::from(expected) * 100 / 60,
-            "employee {e}: {rows:?} for {minutes} minutes"
+            i128::from(paid_minutes) * 100 / 60,
+            "employee {e}: {rows:?} for {wall} minutes"
         );
         if rows.iter().any(|(c, _)| c == "OT") {
             overtime += 1;
@@ -746,10 +821,30 @@ fn payroll_has_overnight_shifts_overtime_and_honest_costs() {
         } else {
             assert!(paid <= 800, "{rows:?}");
         }
+        if wall < 240 {
+            // A call-in: a technician for a few weekday hours, paid the 4-hour minimum, so the
+            // paid hours exceed the elapsed time of the shift.
+            call_ins += 1;
+            assert_eq!(rows, &[("REG".to_string(), 400)], "employee {e}");
+            assert_eq!(class_of[*e], "technician", "employee {e}");
+            assert!(clock_in.weekday().num_days_from_monday() < 5, "{clock_in}");
+            assert!(
+                clock_in.hour() >= 11
+                    && clock_out.time()
+                        <= chrono::NaiveTime::from_hms_opt(18, 30, 0).unwrap_or_default(),
+                "{clock_in} to {clock_out}"
+            );
+            let elapsed_hundredths = i128::from(end - s) / 36_000_000;
+            assert!(
+                elapsed_hundredths < paid,
+                "{elapsed_hundredths} elapsed, {paid} paid"
+            );
+        }
     }
     assert!(overtime > 0, "no overtime");
+    assert!(call_ins > 0, "no call-in shifts");
     // Nobody works two shifts at once.
-    let mut last_end: HashMap<i64, i64> = HashMap::new();
+    let mut last_end: HashMap<&str, i64> = HashMap::new();
     for ((e, _, s), (end, _)) in &shifts {
         if let Some(prev) = last_end.insert(*e, *end) {
             assert!(*s >= prev, "employee {e} works overlapping shifts");
@@ -762,11 +857,11 @@ fn head_counts_match_the_staff_on_file() {
     let set = small_csv();
     let pharmacies = set.table(TableName::Pharmacies);
     let employees = set.table(TableName::Employees);
-    let mut staff: HashMap<i64, (i64, i64)> = HashMap::new();
+    let mut staff: HashMap<&str, (i64, i64)> = HashMap::new();
     for r in &employees.rows {
         if r[employees.col("terminated_on")] == Val::Null {
             let e = staff
-                .entry(r[employees.col("home_pharmacy_id")].int().unwrap_or(0))
+                .entry(text(&r[employees.col("home_pharmacy_id")]))
                 .or_default();
             e.0 += 1;
             e.1 += i64::from(r[employees.col("job_class")].text() == Some("manager"));
@@ -777,13 +872,13 @@ fn head_counts_match_the_staff_on_file() {
         "no former employees"
     );
     for r in &pharmacies.rows {
-        let id = r[pharmacies.col("pharmacy_id")].int().unwrap_or(0);
+        let id = text(&r[pharmacies.col("pharmacy_id")]);
         assert_eq!(
             r[pharmacies.col("employees")].int(),
-            Some(staff[&id].0),
+            Some(staff[id].0),
             "pharmacy {id}"
         );
-        assert_eq!(staff[&id].1, 1, "pharmacy {id} has one manager");
+        assert_eq!(staff[id].1, 1, "pharmacy {id} has one manager");
     }
     let ssns: BTreeSet<&str> = employees.column("ssn").filter_map(Val::text).collect();
     assert_eq!(ssns.len(), employees.rows.len(), "SSNs are unique");
@@ -814,11 +909,204 @@ fn corrections_replace_existing_records_with_changed_values() {
         main.rows.iter().map(|r| (main.key_of(r), r)).collect();
     let filled = main.col("filled_at");
     let moved_day = fills.rows.iter().any(|r| {
-        let tz = zones[&r[main.col("pharmacy_id")].int().unwrap_or(0)];
+        let tz = zones[text(&r[main.col("pharmacy_id")])];
         let before = originals[&main.key_of(r)][filled].micros().unwrap_or(0);
         local(before, tz).date() != local(r[filled].micros().unwrap_or(0), tz).date()
     });
     assert!(moved_day, "no corrected fill moves to another day");
+}
+
+/// The pharmacy ids of a table in order of first appearance.
+fn pharmacy_ids(t: &Table) -> Vec<&str> {
+    let mut ids: Vec<&str> = Vec::new();
+    for id in t.column("pharmacy_id").map(text) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// 8-4-4-4-12 lowercase hex digits.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// `R<2+ digits>-<6+ digits>`: the register and its sequence.
+fn register_of(txn: &str) -> Option<u32> {
+    let (register, seq) = txn.strip_prefix('R')?.split_once('-')?;
+    (register.len() >= 2 && all_digits(register) && seq.len() >= 6 && all_digits(seq))
+        .then(|| register.parse().ok())
+        .flatten()
+}
+
+#[test]
+fn ids_are_text_labels_in_the_styles_of_their_source_systems() {
+    let set = small_csv();
+    for t in TableName::ALL {
+        assert!(
+            support::ids_are_text(t.def()),
+            "{t}: an id column is not text"
+        );
+    }
+    // The chain's own stores are RX101, RX102; the acquired chain's are 00423 and the plain
+    // 423, two stores that would be one if their ids were read as numbers.
+    assert_eq!(
+        pharmacy_ids(set.table(TableName::Pharmacies)),
+        ["RX101", "00423", "RX102", "423"]
+    );
+    for t in [
+        TableName::PeerGroups,
+        TableName::Payroll,
+        TableName::Pos,
+        TableName::RxFills,
+        TableName::Surveys,
+    ] {
+        let mut ids = pharmacy_ids(set.table(t));
+        ids.sort_unstable();
+        assert_eq!(ids, ["00423", "423", "RX101", "RX102"], "{t}");
+    }
+    let own = |pharmacy: &str| pharmacy.starts_with("RX");
+
+    // Employees: E1001, E1002, ... one HR system, numbered across the chain.
+    let employees = set.table(TableName::Employees);
+    let mut numbers: Vec<usize> = employees
+        .column("employee_id")
+        .map(|v| {
+            let id = text(v);
+            assert!(id.starts_with('E') && all_digits(&id[1..]), "{id}");
+            id[1..].parse().unwrap_or(0)
+        })
+        .collect();
+    numbers.sort_unstable();
+    let expected: Vec<usize> = (1001..1001 + employees.rows.len()).collect();
+    assert_eq!(numbers, expected);
+
+    // Prescriptions: RX and digits at the chain's own stores, twelve digits with leading zeros
+    // at the acquired ones; the POS lines name them the same way.
+    let check_rx = |rx: &str, pharmacy: &str| {
+        if own(pharmacy) {
+            assert!(
+                rx.starts_with("RX") && all_digits(&rx[2..]),
+                "{rx} at {pharmacy}"
+            );
+        } else {
+            assert!(
+                rx.len() == 12 && all_digits(rx) && rx.starts_with('0'),
+                "{rx} at {pharmacy}"
+            );
+        }
+    };
+    let fills = set.table(TableName::RxFills);
+    for r in &fills.rows {
+        check_rx(
+            text(&r[fills.col("rx_id")]),
+            text(&r[fills.col("pharmacy_id")]),
+        );
+    }
+    // Transactions: T-numbers from T900001 at the chain's own stores; register-sequence
+    // composites at the acquired ones, registers 01-03 at 00423 and 04-06 at 423.
+    let pos = set.table(TableName::Pos);
+    let mut txns: BTreeSet<&str> = BTreeSet::new();
+    for r in &pos.rows {
+        let (txn, pharmacy) = (
+            text(&r[pos.col("txn_id")]),
+            text(&r[pos.col("pharmacy_id")]),
+        );
+        txns.insert(txn);
+        if let Some(rx) = r[pos.col("rx_id")].text() {
+            check_rx(rx, pharmacy);
+        }
+        match pharmacy {
+            "RX101" | "RX102" => {
+                assert!(txn.starts_with('T') && all_digits(&txn[1..]), "{txn}");
+                assert!(txn[1..].parse::<u64>().unwrap_or(0) >= 900_001, "{txn}");
+            }
+            "00423" => assert!(matches!(register_of(txn), Some(1..=3)), "{txn} at 00423"),
+            "423" => assert!(matches!(register_of(txn), Some(4..=6)), "{txn} at 423"),
+            other => panic!("unknown pharmacy {other}"),
+        }
+    }
+    // The first basket of the first day at RX101, at 00423 and at 423.
+    for first in ["T900001", "R01-000001", "R04-000001"] {
+        assert!(txns.contains(first), "no transaction {first}");
+    }
+
+    // Survey responses: S and at least six digits by phone, UUID-shaped from the web survey.
+    let surveys = set.table(TableName::Surveys);
+    let (mut phone, mut web) = (0, 0);
+    for id in surveys.column("response_id").map(text) {
+        if is_uuid(id) {
+            web += 1;
+        } else {
+            assert!(
+                id.starts_with('S') && id.len() >= 7 && all_digits(&id[1..]),
+                "{id}"
+            );
+            phone += 1;
+        }
+    }
+    let web_share = f64::from(web) / f64::from(web + phone);
+    assert!((0.2..=0.5).contains(&web_share), "{web} web, {phone} phone");
+
+    // Every id of every file, corrections included: short, no control characters.
+    for (t, correction) in set.summary.files.iter().map(|f| (f.table, f.correction)) {
+        let table = set.file(t, correction);
+        for (c, col) in t.def().columns.iter().enumerate() {
+            if support::is_id_column(col.name) {
+                for v in table.rows.iter().filter_map(|r| r[c].text()) {
+                    assert!(
+                        !v.is_empty() && v.len() <= 64 && !v.chars().any(char::is_control),
+                        "{t}.{}: {v:?}",
+                        col.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn ids_are_written_verbatim_in_the_csv_text() -> TestResult {
+    let set = small_csv();
+    let first_fields = |file: &str| -> Result<BTreeSet<String>, std::io::Error> {
+        let text = std::fs::read_to_string(set.dir.join(file))?;
+        Ok(text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap_or("").to_string())
+            .collect())
+    };
+    let expected: BTreeSet<String> = ["00423", "423", "RX101", "RX102"].map(String::from).into();
+    assert_eq!(first_fields("pharmacies.csv")?, expected);
+    assert_eq!(first_fields("peer_groups.csv")?, expected);
+    // payroll.csv: employee_id, pharmacy_id, ...; both acquired stores appear as written.
+    let payroll = std::fs::read_to_string(set.dir.join("payroll.csv"))?;
+    for store in ["00423", "423"] {
+        let needle = format!(",{store},");
+        assert!(
+            payroll
+                .lines()
+                .any(|l| l.starts_with('E') && l.contains(&needle)),
+            "no time card of {store}"
+        );
+    }
+    let fills = std::fs::read_to_string(set.dir.join("rx_fills.csv"))?;
+    assert!(
+        fills
+            .lines()
+            .any(|l| l.starts_with("000") && l.contains(",00423,")),
+        "no zero-padded prescription id at 00423"
+    );
+    Ok(())
 }
 
 #[test]
@@ -855,7 +1143,47 @@ fn parquet_files_have_the_contract_schema_and_the_same_records_as_csv() {
             "{}: Parquet and CSV records differ",
             p.path.display()
         );
+        // Ids are Utf8 strings in the file, kept as written.
+        for (field, def) in schema.fields().iter().zip(p.table.def().columns) {
+            if support::is_id_column(def.name) {
+                assert_eq!(
+                    field.data_type(),
+                    &arrow::datatypes::DataType::Utf8,
+                    "{}",
+                    def.name
+                );
+            }
+        }
+        if p.table == TableName::Pharmacies {
+            assert_eq!(pharmacy_ids(&table), ["RX101", "00423", "RX102", "423"]);
+        }
     }
+}
+
+/// The committed demo chain (`data/demo`: 8 pharmacies, 70 days from 2024-01-07) has the text
+/// ids and the spring-forward night shift paid by the wall clock.
+#[test]
+fn the_committed_demo_chain_has_text_ids_and_the_wall_clock_night() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/demo");
+    let config = GenConfig {
+        pharmacies: 8,
+        days: 70,
+        format: Format::Parquet,
+        ..GenConfig::default()
+    };
+    let tables = [
+        TableName::Pharmacies,
+        TableName::Employees,
+        TableName::Payroll,
+    ];
+    let set = support::read_parquet_dir(&dir, config, &tables);
+    assert_eq!(
+        pharmacy_ids(set.table(TableName::Pharmacies)),
+        [
+            "RX101", "00423", "RX102", "423", "RX103", "00845", "RX104", "01056"
+        ]
+    );
+    assert_spring_forward_night_is_paid_by_the_wall_clock(&set);
 }
 
 /// The default chain (12 pharmacies, 120 days over the spring-forward change, both changes):
@@ -875,6 +1203,14 @@ fn the_default_chain_is_valid_in_both_formats() -> TestResult {
     }
     assert_eq!(split_dates(csv.table(TableName::Pharmacies)).len(), 3);
     assert_eq!(split_dates(csv.table(TableName::PeerGroups)).len(), 1);
+    assert_eq!(
+        pharmacy_ids(csv.table(TableName::Pharmacies)),
+        [
+            "RX101", "00423", "RX102", "423", "RX103", "00845", "RX104", "01056", "RX105", "01267",
+            "RX106", "01478"
+        ]
+    );
+    assert_spring_forward_night_is_paid_by_the_wall_clock(&csv);
     let config = GenConfig {
         format: Format::Parquet,
         ..GenConfig::default()
