@@ -10,10 +10,12 @@
 # Data and outputs go to benches/out/ (ignored by git). Record figures in benches/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rxcube/target}"
+# Builds where `cargo build` puts them: ./target, or $CARGO_TARGET_DIR when set.
 venv="${RXCUBE_BENCH_VENV:-$HOME/.cache/rxcube/bench-venv}"
 cargo build --release -p rxcube
 if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r benches/requirements.txt
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 what="${1:-import}"; shift || true
-exec "$venv/bin/python" "benches/$what.py" --rxcube "$CARGO_TARGET_DIR/release/rxcube" "$@"
+exec "$venv/bin/python" "benches/$what.py" --rxcube "$target_dir/release/rxcube" "$@"

@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rxcube/target}"
+# Builds go where `cargo run` puts them (./target, or $CARGO_TARGET_DIR when set), so running
+# the quick start's `cargo run -- demo` first and then this script builds the workspace once.
 venv="${RXCUBE_VENV:-$HOME/.cache/rxcube/venv}"
 
 echo "== building rxcube"
@@ -33,6 +34,8 @@ cargo test --workspace --all-targets --no-fail-fast
 
 if [ -z "${RXCUBE_SKIP_PYTHON:-}" ]; then
   echo "== python client tests"
-  export RXCUBE_BIN="$CARGO_TARGET_DIR/debug/rxcube"
+  target_dir=$(cargo metadata --format-version 1 --no-deps |
+    "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  export RXCUBE_BIN="$target_dir/debug/rxcube"
   "$venv/bin/python" -m pytest -q tests/python
 fi

@@ -1,5 +1,6 @@
 """Shared fixtures for the client tests: the rxcube binary and a landed demo warehouse."""
 
+import functools
 import glob
 import json
 import os
@@ -9,10 +10,21 @@ import duckdb
 import pytest
 
 
+@functools.cache
 def rxcube_bin() -> str:
+    """The built rxcube: $RXCUBE_BIN (scripts/test.sh sets it), else the debug build in the
+    directory cargo builds into (./target, or $CARGO_TARGET_DIR), as `cargo run` leaves it."""
     path = os.environ.get("RXCUBE_BIN")
+    if not path:
+        meta = subprocess.run(
+            ["cargo", "metadata", "--format-version", "1", "--no-deps"],
+            capture_output=True, text=True, check=False, cwd=os.path.dirname(__file__),
+        )
+        if meta.returncode == 0:
+            path = os.path.join(json.loads(meta.stdout)["target_directory"], "debug", "rxcube")
     if not path or not os.path.exists(path):
-        pytest.fail("RXCUBE_BIN must name the built rxcube binary (scripts/test.sh sets it)")
+        pytest.fail("RXCUBE_BIN must name the built rxcube binary (scripts/test.sh sets it; "
+                    "else `cargo build` first)")
     return path
 
 

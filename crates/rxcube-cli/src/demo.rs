@@ -8,6 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::TimestampMicrosecondType;
+use chrono::{NaiveDate, NaiveDateTime};
+use rxcube_cube::time::{self, Grain};
 use rxcube_ingest::{ImportOptions, NoProgress, Status, import};
 use rxcube_model::TableName;
 use rxcube_warehouse::Warehouse;
@@ -145,7 +149,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 .join(", ")
         );
     }
-    let ctx = rxcube_cube::session(&warehouse, rxcube_cube::definition_for(&warehouse)?).await?;
+    let def = rxcube_cube::definition_for(&warehouse)?;
+    let anchor = def.time.pay_period_anchor;
+    let components: Vec<String> = def.components.iter().map(|c| quote(&c.name)).collect();
+    // Each component's fact source, as SQL over a metric name.
+    let by_source = def
+        .components
+        .iter()
+        .map(|c| format!("WHEN metric = {} THEN {}", quote(&c.name), quote(&c.source)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let ctx = rxcube_cube::session(&warehouse, def).await?;
     let overview = "\
         SELECT table_name, records FROM ( \
         SELECT 1 AS o, 'pharmacies' AS table_name, count(*) AS records FROM pharmacies UNION ALL \
@@ -159,20 +173,66 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("\nLanded tables:");
     let batches = ctx.sql(overview).await?.collect().await?;
     print_batches(&mut std::io::stdout().lock(), &batches, Format::Table)?;
-    // The division's score card by region and pay period, from the cube.
-    let by_region = "\
-        SELECT node AS region, CAST(period_start AS DATE) AS pay_period, \
+
+    // What the data covers, in local time: from its first fact to the end of the local hour
+    // where the first of its fact sources ends (returns and survey responses trail the sales
+    // they follow, and a source loaded less far must not make a period look complete).
+    let span = format!(
+        "SELECT min(first_hour) AS first_hour, min(last_hour) AS last_hour FROM ( \
+           SELECT CASE {by_source} END AS source, min(period_start) AS first_hour, \
+                  max(period_start) AS last_hour \
+           FROM cube.metrics \
+           WHERE level = 'division' AND grain = 'hour' AND metric IN ({}) AND value <> 0 \
+           GROUP BY 1)",
+        components.join(", ")
+    );
+    let span = ctx.sql(&span).await?.collect().await?;
+    let hour = |column: usize| {
+        span.first()
+            .and_then(|b| {
+                b.column(column)
+                    .as_primitive_opt::<TimestampMicrosecondType>()
+            })
+            .filter(|a| !a.is_empty() && a.is_valid(0))
+            .and_then(|a| a.value_as_datetime(0))
+    };
+    let (Some(first), Some(last)) = (hour(0), hour(1)) else {
+        println!("The demo chain has no facts: no score card.");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let end = last + chrono::Duration::hours(1);
+    let covered = format!(
+        "it runs from {first} to {end}, local time: from its first fact to where the first of \
+         its sources ends"
+    );
+    let Some(period) = latest_complete_period(Grain::PayPeriod, first, end, anchor) else {
+        println!("The data covers no whole pay period ({covered}): no score card.");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let last_day = time::period_end(Grain::PayPeriod, period).date() - chrono::Days::new(1);
+    // The division's score card: the five key metrics by region and for the division, of the
+    // latest pay period the data covers in full. A later, partial period is left out: its few
+    // hours of cost, sales and fills would read as a collapse.
+    let card = format!(
+        "SELECT CASE WHEN level = 'division' THEN 'ALL (division)' ELSE node END AS region, \
+               CAST(period_start AS DATE) AS pay_period, \
                round(max(value) FILTER (WHERE metric = 'labor_cost_per_rx'), 2) AS labor_cost_per_rx, \
                round(max(value) FILTER (WHERE metric = 'csat_pct'), 1) AS csat_pct, \
                round(max(value) FILTER (WHERE metric = 'on_time_pct'), 1) AS on_time_pct, \
                round(max(value) FILTER (WHERE metric = 'otc_sales_per_rx'), 2) AS otc_sales_per_rx, \
                round(max(value) FILTER (WHERE metric = 'crp_usage_pct'), 1) AS crp_usage_pct \
         FROM cube.metrics \
-        WHERE level = 'region' AND grain = 'pay_period' AND metric IN \
+        WHERE level IN ('region', 'division') AND grain = 'pay_period' \
+          AND period_start = TIMESTAMP '{period}' AND metric IN \
           ('labor_cost_per_rx', 'csat_pct', 'on_time_pct', 'otc_sales_per_rx', 'crp_usage_pct') \
-        GROUP BY node, period_start ORDER BY node, period_start";
-    println!("The five key metrics by region and pay period (cube.metrics):");
-    let batches = ctx.sql(by_region).await?.collect().await?;
+        GROUP BY level, node, period_start ORDER BY level = 'division', node"
+    );
+    println!(
+        "The five key metrics of pay period {} to {last_day} by region (cube.metrics): the latest \
+         pay period the data covers in full ({covered}):",
+        period.date()
+    );
+    let batches = ctx.sql(&card).await?.collect().await?;
     print_batches(&mut std::io::stdout().lock(), &batches, Format::Table)?;
     println!(
         "Query it: rxcube sql --warehouse {} \"SELECT * FROM cube.metrics WHERE level = 'pharmacy' \
@@ -180,4 +240,58 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args.warehouse
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The start of the latest `grain` period that lies wholly within the local times from `first`
+/// to `end`: the period ending at or before `end` (the one holding `end` is partial unless it
+/// starts there), if it starts at or after `first`.
+pub fn latest_complete_period(
+    grain: Grain,
+    first: NaiveDateTime,
+    end: NaiveDateTime,
+    anchor: NaiveDate,
+) -> Option<NaiveDateTime> {
+    let next = time::period_start(grain, end, anchor);
+    let start = time::period_start(grain, next - chrono::Duration::seconds(1), anchor);
+    (start >= first && time::period_end(grain, start) <= end).then_some(start)
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").expect("time")
+    }
+
+    #[test]
+    fn the_latest_complete_period_ends_within_the_data() {
+        let anchor = NaiveDate::from_ymd_opt(2024, 1, 7).expect("date");
+        let p = |first, end| latest_complete_period(Grain::PayPeriod, at(first), at(end), anchor);
+        // A few hours into a period: the one before it.
+        assert_eq!(
+            p("2024-01-07 00:00", "2024-03-17 07:00"),
+            Some(at("2024-03-03 00:00"))
+        );
+        // Exactly at a period's end: that period.
+        assert_eq!(
+            p("2024-01-07 00:00", "2024-03-17 00:00"),
+            Some(at("2024-03-03 00:00"))
+        );
+        assert_eq!(
+            p("2024-01-07 00:00", "2024-03-16 23:00"),
+            Some(at("2024-02-18 00:00"))
+        );
+        // Less than one whole period: none.
+        assert_eq!(
+            p("2024-01-07 00:00", "2024-01-21 00:00"),
+            Some(at("2024-01-07 00:00"))
+        );
+        assert_eq!(p("2024-01-07 00:00", "2024-01-20 23:00"), None);
+        assert_eq!(p("2024-01-08 00:00", "2024-02-01 00:00"), None);
+    }
 }
