@@ -17,5 +17,5 @@ SELECT c.metric, round(c.value, 2) AS value, round(c.peer_avg, 2) AS peer_avg,
        c.peer_rank, c.peer_size, c.peer_group,
        p.first AS pacesetter_1, p.second AS pacesetter_2
 FROM card c JOIN pacesetters p ON p.metric = c.metric AND p.peer_group = c.peer_group
-WHERE c.node = '1'
+WHERE c.node = 'RX101'
 ORDER BY c.metric;

@@ -107,7 +107,7 @@ def test_on_time_per_pharmacy_and_pay_period(demo_warehouse, con):
                        / count(*) FILTER (WHERE channel = 'local') END,
                count(*) FILTER (WHERE channel = 'local' AND minutes < target),
                count(*) FILTER (WHERE channel = 'local')
-        FROM fills WHERE pharmacy_id IN ({', '.join(map(str, picked))})
+        FROM fills WHERE pharmacy_id IN ({', '.join(f"'{p}'" for p in picked)})
         GROUP BY 1, 2""").fetchall()
     assert len(theirs) > 10
     compare(ours, theirs, ("node", "p"))
@@ -139,7 +139,7 @@ def test_hourly_median_processing_minutes_for_a_random_day(demo_warehouse, con):
     pharmacy = rng.choice(pharmacy_ids(con))
     days = [r[0] for r in con.execute(
         f"SELECT strftime(CAST(local_ts AS DATE), '%Y-%m-%d') FROM fills "
-        f"WHERE pharmacy_id = {pharmacy} AND channel = 'local' GROUP BY 1 "
+        f"WHERE pharmacy_id = '{pharmacy}' AND channel = 'local' GROUP BY 1 "
         f"HAVING count(DISTINCT date_trunc('hour', local_ts)) > 5 ORDER BY 1").fetchall()]
     day = rng.choice(days)
     ours = cube_rows(demo_warehouse, f"""
@@ -150,7 +150,7 @@ def test_hourly_median_processing_minutes_for_a_random_day(demo_warehouse, con):
     theirs = con.execute(f"""
         SELECT CAST(pharmacy_id AS VARCHAR), strftime(date_trunc('hour', local_ts), '%Y-%m-%d %H:%M:%S'),
                quantile_cont(minutes, 0.5), NULL, NULL
-        FROM fills WHERE pharmacy_id = {pharmacy} AND channel = 'local'
+        FROM fills WHERE pharmacy_id = '{pharmacy}' AND channel = 'local'
           AND CAST(local_ts AS DATE) = DATE '{day}'
         GROUP BY 1, 2""").fetchall()
     assert len(theirs) > 5
@@ -177,7 +177,7 @@ def test_labor_cost_per_rx_per_pharmacy_and_pay_period(demo_warehouse, con):
                CASE WHEN coalesce(rx, 0) > 0 THEN coalesce(cost, 0) / rx END,
                coalesce(cost, 0), coalesce(rx, 0)
         FROM l FULL JOIN s USING (pharmacy_id, p)
-        WHERE pharmacy_id IN ({', '.join(map(str, picked))})""").fetchall()
+        WHERE pharmacy_id IN ({', '.join(f"'{p}'" for p in picked)})""").fetchall()
     assert len(theirs) > 10
     assert any(row[3] > 0 for row in theirs) and any(row[4] > 0 for row in theirs)
     compare(ours, theirs, ("node", "p"))
@@ -188,7 +188,7 @@ def test_daily_labor_hours_over_a_random_pay_period(demo_warehouse, con):
     pharmacy = rng.choice(pharmacy_ids(con))
     periods = [r[0] for r in con.execute(
         f"SELECT strftime({PAY_PERIOD.format(t='local_ts')}, '%Y-%m-%d') FROM labor "
-        f"WHERE pharmacy_id = {pharmacy} GROUP BY 1 ORDER BY 1").fetchall()]
+        f"WHERE pharmacy_id = '{pharmacy}' GROUP BY 1 ORDER BY 1").fetchall()]
     start = rng.choice(periods)
     ours = cube_rows(demo_warehouse, f"""
         SELECT node, CAST(period_start AS VARCHAR) AS p, value, numerator, denominator FROM cube.metrics
@@ -197,7 +197,7 @@ def test_daily_labor_hours_over_a_random_pay_period(demo_warehouse, con):
     theirs = con.execute(f"""
         SELECT CAST(pharmacy_id AS VARCHAR), strftime(date_trunc('day', local_ts), '%Y-%m-%d %H:%M:%S'),
                sum(hours), NULL, NULL
-        FROM labor WHERE pharmacy_id = {pharmacy}
+        FROM labor WHERE pharmacy_id = '{pharmacy}'
           AND CAST(local_ts AS DATE) >= DATE '{start}' AND CAST(local_ts AS DATE) < DATE '{start}' + 14
         GROUP BY 1, 2""").fetchall()
     assert len(theirs) > 5

@@ -6,14 +6,14 @@ from conftest import duckdb_with_delta, rxcube_json
 def test_duckdb_delta_scan_reads_the_landed_fills_after_corrections(demo_warehouse):
     ours = rxcube_json(
         demo_warehouse,
-        "SELECT count(*) AS n, sum(rx_id) AS ids, sum(fill_no) AS fills, "
+        "SELECT count(*) AS n, count(DISTINCT rx_id) AS ids, sum(fill_no) AS fills, "
         "count(DISTINCT event_month) AS months, "
         "CAST(min(filled_at) AS VARCHAR) AS first, sum(CASE WHEN channel = 'crp' THEN 1 ELSE 0 END) AS crp "
         "FROM rx_fills",
     )[0]
     con = duckdb_with_delta()
     n, ids, fills, months, first, crp = con.execute(
-        "SELECT count(*), sum(rx_id), sum(fill_no), count(DISTINCT event_month), "
+        "SELECT count(*), count(DISTINCT rx_id), sum(fill_no), count(DISTINCT event_month), "
         "strftime(min(filled_at) AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ'), "
         "sum(CASE WHEN channel = 'crp' THEN 1 ELSE 0 END) "
         f"FROM delta_scan('{demo_warehouse}/rx_fills')"

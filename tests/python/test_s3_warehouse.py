@@ -65,7 +65,7 @@ def run(env, *args):
 
 
 def counts(env, warehouse):
-    sql = ("SELECT (SELECT count(*) FROM rx_fills) AS fills, (SELECT sum(rx_id) FROM rx_fills) AS rx_sum, "
+    sql = ("SELECT (SELECT count(*) FROM rx_fills) AS fills, (SELECT count(DISTINCT rx_id) FROM rx_fills) AS rx_sum, "
            "(SELECT count(*) FROM rx_fills WHERE channel = 'crp') AS crp, "
            "(SELECT CAST(max(filled_at) AS VARCHAR) FROM rx_fills) AS last_fill")
     out = run(env, "sql", "-w", warehouse, "--format", "csv", sql)

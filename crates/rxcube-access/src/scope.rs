@@ -10,7 +10,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::Int64Type;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
@@ -109,9 +108,6 @@ impl FromStr for Scope {
         }
         match level {
             Level::Division if node != "ALL" => Err(bad("the division's node is ALL".into())),
-            Level::Pharmacy if node.parse::<i64>().is_err() => {
-                Err(bad("a pharmacy is named by its pharmacy_id".into()))
-            }
             _ => Ok(Self {
                 level,
                 node: node.to_string(),
@@ -136,7 +132,7 @@ impl From<Scope> for String {
 /// One placement of a pharmacy in the org (a distinct `pharmacies` row, dates dropped).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Placement {
-    pharmacy_id: i64,
+    pharmacy_id: String,
     /// local area, service area, region
     areas: [String; 3],
 }
@@ -145,7 +141,7 @@ impl Placement {
     /// The node of this placement at `level` (the pharmacy id as text at the pharmacy level).
     fn node(&self, level: Level) -> String {
         match level {
-            Level::Pharmacy => self.pharmacy_id.to_string(),
+            Level::Pharmacy => self.pharmacy_id.clone(),
             Level::LocalArea => self.areas[0].clone(),
             Level::ServiceArea => self.areas[1].clone(),
             Level::Region => self.areas[2].clone(),
@@ -165,7 +161,7 @@ impl OrgIndex {
     pub async fn load(ctx: &SessionContext) -> Result<Self> {
         let batches = ctx
             .sql(
-                "SELECT DISTINCT CAST(pharmacy_id AS BIGINT), CAST(local_area AS VARCHAR), \
+                "SELECT DISTINCT CAST(pharmacy_id AS VARCHAR), CAST(local_area AS VARCHAR), \
                  CAST(service_area AS VARCHAR), CAST(region AS VARCHAR) FROM pharmacies",
             )
             .await?
@@ -173,19 +169,17 @@ impl OrgIndex {
             .await?;
         let mut placements = Vec::new();
         for b in batches {
-            let id = b.column(0).as_primitive::<Int64Type>();
-            let areas = (1..4)
+            let areas = (0..4)
                 .map(|i| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8))
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| AccessError::from(DataFusionError::from(e)))?;
-            let text =
-                |i: usize, row: usize| areas[i - 1].as_string::<i32>().value(row).to_string();
+            let text = |i: usize, row: usize| areas[i].as_string::<i32>().value(row).to_string();
             for row in 0..b.num_rows() {
-                if id.is_null(row) {
+                if areas[0].is_null(row) {
                     continue;
                 }
                 placements.push(Placement {
-                    pharmacy_id: id.value(row),
+                    pharmacy_id: text(0, row),
                     areas: [text(1, row), text(2, row), text(3, row)],
                 });
             }
@@ -220,7 +214,7 @@ impl OrgIndex {
             .iter()
             .filter(|p| p.node(scope.level) == scope.node)
         {
-            pharmacies.insert(p.pharmacy_id);
+            pharmacies.insert(p.pharmacy_id.clone());
             for level in Level::ALL.into_iter().filter(|l| *l <= scope.level) {
                 nodes[level.index()].insert(p.node(level));
             }
@@ -240,7 +234,7 @@ impl OrgIndex {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reach {
     pub scope: Scope,
-    pub pharmacies: BTreeSet<i64>,
+    pub pharmacies: BTreeSet<String>,
     nodes: [BTreeSet<String>; 5],
 }
 
@@ -267,18 +261,18 @@ mod tests {
     use super::*;
 
     fn index() -> OrgIndex {
-        let p = |id, la: &str, sa: &str, r: &str| Placement {
-            pharmacy_id: id,
+        let p = |id: &str, la: &str, sa: &str, r: &str| Placement {
+            pharmacy_id: id.into(),
             areas: [la.into(), sa.into(), r.into()],
         };
         OrgIndex {
             placements: vec![
-                p(1, "Los Angeles", "Pacific Coast", "West"),
-                p(2, "Phoenix", "Rockies", "Central"),
-                p(2, "Phoenix", "Desert", "West"),
-                p(4, "Chicago", "Great Lakes", "Central"),
-                p(8, "Chicago", "Great Lakes", "Central"),
-                p(8, "Milwaukee", "Great Lakes", "Central"),
+                p("1", "Los Angeles", "Pacific Coast", "West"),
+                p("2", "Phoenix", "Rockies", "Central"),
+                p("2", "Phoenix", "Desert", "West"),
+                p("4", "Chicago", "Great Lakes", "Central"),
+                p("8", "Chicago", "Great Lakes", "Central"),
+                p("RX08", "Milwaukee", "Great Lakes", "Central"),
             ],
         }
     }
@@ -293,7 +287,6 @@ mod tests {
             ("region", "expected level:node"),
             ("region:", "the node is empty"),
             ("division:West", "the division's node is ALL"),
-            ("pharmacy:Main St", "pharmacy_id"),
         ] {
             let err = bad.parse::<Scope>().unwrap_err().to_string();
             assert!(
@@ -307,7 +300,7 @@ mod tests {
     fn a_scope_reaches_every_pharmacy_ever_placed_under_it_and_the_nodes_below_it() {
         let idx = index();
         let west = idx.reach(&"region:West".parse().expect("scope"));
-        assert_eq!(west.pharmacies, BTreeSet::from([1, 2]));
+        assert_eq!(west.pharmacies, BTreeSet::from(["1".into(), "2".into()]));
         assert_eq!(
             west.nodes(Level::ServiceArea),
             &BTreeSet::from(["Desert".to_string(), "Pacific Coast".to_string()])
@@ -319,7 +312,7 @@ mod tests {
         assert!(west.nodes(Level::Division).is_empty());
 
         let chicago = idx.reach(&"local_area:Chicago".parse().expect("scope"));
-        assert_eq!(chicago.pharmacies, BTreeSet::from([4, 8]));
+        assert_eq!(chicago.pharmacies, BTreeSet::from(["4".into(), "8".into()]));
         assert_eq!(
             chicago.nodes(Level::Pharmacy),
             &BTreeSet::from(["4".to_string(), "8".to_string()])
@@ -328,17 +321,21 @@ mod tests {
         assert!(chicago.sees_employee_data());
 
         let four = idx.reach(&"pharmacy:4".parse().expect("scope"));
-        assert_eq!(four.pharmacies, BTreeSet::from([4]));
+        assert_eq!(four.pharmacies, BTreeSet::from(["4".to_string()]));
         assert!(four.nodes(Level::LocalArea).is_empty());
         assert!(!four.sees_employee_data());
 
         let all = idx.reach(&Scope::division());
-        assert_eq!(all.pharmacies.len(), 4);
+        assert_eq!(all.pharmacies.len(), 5);
         assert_eq!(
             all.nodes(Level::Division),
             &BTreeSet::from(["ALL".to_string()])
         );
         assert!(idx.check(&"region:Mars".parse().expect("scope")).is_err());
         assert!(idx.check(&"pharmacy:8".parse().expect("scope")).is_ok());
+        // Ids are labels: "RX08" is a pharmacy, "08" and "rx08" are not.
+        assert!(idx.check(&"pharmacy:RX08".parse().expect("scope")).is_ok());
+        assert!(idx.check(&"pharmacy:08".parse().expect("scope")).is_err());
+        assert!(idx.check(&"pharmacy:rx08".parse().expect("scope")).is_err());
     }
 }

@@ -90,7 +90,7 @@ fn rule(
             .map(|(_, c)| *c)
             .collect()
     };
-    let pharmacies = || reach.pharmacies.iter().copied().map(ScalarValue::from);
+    let pharmacies = || reach.pharmacies.iter().cloned().map(ScalarValue::from);
     match schema {
         "public" => match table {
             "targets" => Rule::Direct,

@@ -120,7 +120,7 @@ pub async fn land(warehouse: &Warehouse, quiet: bool) -> anyhow::Result<()> {
 
 /// The default warehouse of every command: the demo warehouse, landed on first use.
 pub async fn open_demo_warehouse() -> anyhow::Result<Warehouse> {
-    let warehouse = Warehouse::open(DEFAULT_DEMO_WAREHOUSE)?;
+    let warehouse = open_current(DEFAULT_DEMO_WAREHOUSE).await?;
     if warehouse.load(TableName::RxFills.def()).await?.is_none() {
         eprintln!("landing the embedded demo chain in {DEFAULT_DEMO_WAREHOUSE} (first use) ...");
         land(&warehouse, true).await?;
@@ -130,7 +130,7 @@ pub async fn open_demo_warehouse() -> anyhow::Result<Warehouse> {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let warehouse = Warehouse::open(&args.warehouse)?;
+    let warehouse = open_current(&args.warehouse).await?;
     println!(
         "Landing the embedded demo chain in {}",
         Path::new(&args.warehouse).display()
@@ -240,6 +240,38 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args.warehouse
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens a demo warehouse; one landed by an older rxcube (integer ids) is moved aside, not
+/// deleted, so that it is landed again from the embedded files.
+async fn open_current(location: &str) -> anyhow::Result<Warehouse> {
+    let warehouse = Warehouse::open(location)?;
+    match warehouse.load(TableName::Pharmacies.def()).await {
+        Err(rxcube_warehouse::WarehouseError::Schema { .. }) => {
+            let dir = warehouse.root().to_file_path().map_err(|()| {
+                anyhow::anyhow!(
+                    "the demo warehouse {location} was landed by an older rxcube (integer ids); \
+                     remove it and run rxcube demo again"
+                )
+            })?;
+            // The root URL ends in '/': its components drop it.
+            let dir = dir.components().as_path().to_path_buf();
+            let aside = PathBuf::from(format!(
+                "{}.old-{}",
+                dir.display(),
+                chrono::Utc::now().format("%Y%m%dT%H%M%S")
+            ));
+            std::fs::rename(&dir, &aside)?;
+            eprintln!(
+                "the demo warehouse {location} was landed by an older rxcube (integer ids): moved \
+                 it to {} and landing the demo chain again",
+                aside.display()
+            );
+            Ok(Warehouse::open(location)?)
+        }
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(warehouse),
+    }
 }
 
 /// The start of the latest `grain` period that lies wholly within the local times from `first`

@@ -220,7 +220,7 @@ pub const DEMO_USERS: [(&str, &str, &str); 6] = [
     ("rita", "region:West", "analysts"),
     ("sam", "service_area:Rockies", "analysts"),
     ("lena", "local_area:Chicago", "analysts"),
-    ("pat", "pharmacy:4", "analysts"),
+    ("pat", "pharmacy:423", "analysts"),
 ];
 
 /// Creates the demo users that do not exist yet.

@@ -26,7 +26,7 @@ fn write(dir: &Path, name: &str, contents: &str) -> String {
 
 const PHARMACIES: &str = "\
 pharmacy_id,valid_from,valid_to,name,local_area,service_area,region,timezone,employees,hours_per_week
-1,2024-01-01,,Main St,LA-1,SA-1,West,America/Los_Angeles,12,84
+00017,2024-01-01,,Main St,LA-1,SA-1,West,America/Los_Angeles,12,84
 ";
 
 #[test]
@@ -58,8 +58,8 @@ fn a_rejected_import_exits_1_names_record_and_column_and_posts_nothing() {
         dir.path(),
         "fills.csv",
         "rx_id,fill_no,pharmacy_id,channel,received_at,filled_at\n\
-         1,0,1,local,2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n\
-         2,0,1,mail,2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n",
+         1,0,00017,local,2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n\
+         2,0,00017,mail,2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n",
     );
     let out = rxcube(&["import", "-w", &w, "rx_fills", &fills]);
     assert_eq!(out.status.code(), Some(1));
@@ -85,6 +85,44 @@ fn a_rejected_import_exits_1_names_record_and_column_and_posts_nothing() {
     let out = rxcube(&["import", "-w", &w, "--brief", "rx_fills", &fills]);
     assert!(
         text(&out.stderr).contains("       1  channel: must be one of local, crp"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A night over the spring-forward change, paid the wall clock's 8 hours for 7 elapsed:
+    // allowed by the contract, so it lands, with a warning in the summary and on stderr.
+    let emp = write(
+        dir.path(),
+        "emp.csv",
+        "employee_id,name,ssn,job_class,hourly_rate,home_pharmacy_id,hired_on,terminated_on\n\
+         E1001,Ann,123-45-6789,pharmacist,61.50,00017,1987-03-01,\n",
+    );
+    let out = rxcube(&["import", "-w", &w, "employees", &emp]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("rejected 0, warnings 1, table version 0"),
+        "the 1987 hire date is unusual, not wrong: {}",
+        text(&out.stdout)
+    );
+    let night = write(
+        dir.path(),
+        "night.csv",
+        "employee_id,pharmacy_id,shift_start,pay_code,shift_end,hours,cost\n\
+         E1001,00017,2024-03-09T22:00:00-08:00,REG,2024-03-10T06:00:00-07:00,8.00,492.00\n",
+    );
+    let out = rxcube(&["import", "-w", &w, "payroll", &night]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with(
+            "payroll: accepted: read 1, inserted 1, replaced 0, unchanged 0, rejected 0, warnings 1, table version 0;"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "warning: {night}: record 1, column hours, value '8.00': exceeds the shift's elapsed length of 7.00 hours"
+        )),
         "{}",
         text(&out.stderr)
     );
@@ -117,16 +155,16 @@ fn sql_prints_tables_csv_and_json_and_reports_errors() {
     let out = rxcube(&["sql", "-w", &w, "--format", "json", q]);
     assert_eq!(
         text(&out.stdout).trim(),
-        r#"[{"pharmacy_id":1,"name":"Main St","hours_per_week":84}]"#
+        r#"[{"pharmacy_id":"00017","name":"Main St","hours_per_week":84}]"#
     );
     let out = rxcube(&["sql", "-w", &w, "--format", "csv", q]);
     assert_eq!(
         text(&out.stdout),
-        "pharmacy_id,name,hours_per_week\n1,Main St,84\n"
+        "pharmacy_id,name,hours_per_week\n00017,Main St,84\n"
     );
     let out = rxcube(&["sql", "-w", &w, q]);
     assert!(
-        text(&out.stdout).contains("| 1           | Main St | 84             |"),
+        text(&out.stdout).contains("| 00017       | Main St | 84             |"),
         "{}",
         text(&out.stdout)
     );

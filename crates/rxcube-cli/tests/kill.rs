@@ -26,10 +26,10 @@ fn import(w: &str, table: &str, file: &str) -> bool {
         .success()
 }
 
-/// (count, sum of rx_id, crp fills) as rxcube reads the table.
+/// (count, distinct rx_ids, crp fills) as rxcube reads the table.
 fn state(w: &str) -> String {
     let out = rxcube()
-        .args(["sql", "-w", w, "--format", "csv", "SELECT count(*), sum(rx_id), sum(CASE WHEN channel = 'crp' THEN 1 ELSE 0 END) FROM rx_fills"])
+        .args(["sql", "-w", w, "--format", "csv", "SELECT count(*), count(DISTINCT rx_id), sum(CASE WHEN channel = 'crp' THEN 1 ELSE 0 END) FROM rx_fills"])
         .output()
         .expect("run");
     assert!(
@@ -91,8 +91,8 @@ fn kill_9_at_any_moment_of_an_import_leaves_the_tables_as_they_were() {
     assert!(import(&w, "pharmacies", &ph));
     assert!(import(&w, "rx_fills", &first));
     let before = state(&w);
-    assert_eq!(before, format!("20000,{},0", 20_000i64 * 20_001 / 2));
-    assert_eq!(after, format!("400000,{},400000", 400_000i64 * 400_001 / 2));
+    assert_eq!(before, "20000,20000,0");
+    assert_eq!(after, "400000,400000,400000");
 
     let mut killed_mid_run = 0;
     for k in 1..=12 {
@@ -167,7 +167,7 @@ fn kill_9_at_any_moment_of_a_rollup_job_never_shows_a_wrong_number() {
     let mut fills = String::from("rx_id,fill_no,pharmacy_id,channel,received_at,filled_at\n");
     for i in 0..50 {
         fills.push_str(&format!(
-            "{},0,1,local,2024-02-01T09:{i:02}:00-08:00,2024-02-01T10:{i:02}:00-08:00\n",
+            "{},0,RX101,local,2024-02-01T09:{i:02}:00-08:00,2024-02-01T10:{i:02}:00-08:00\n",
             990_000_000 + i
         ));
     }

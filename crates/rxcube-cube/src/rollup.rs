@@ -556,7 +556,7 @@ async fn changed_part(
 ) -> Result<Option<Part>> {
     let mut lo: Option<DateTime<Utc>> = None;
     let mut hi: Option<DateTime<Utc>> = None;
-    let mut pharmacies: Vec<i64> = Vec::new();
+    let mut pharmacies: Vec<String> = Vec::new();
     for table in dependencies(def, rollup) {
         let (built, now) = (watermark.sources.get(table), versions.get(table));
         if built == now {
@@ -658,7 +658,7 @@ async fn changed_pharmacies(
     warehouse: &Warehouse,
     table: &str,
     built: i64,
-) -> Result<Vec<i64>> {
+) -> Result<Vec<String>> {
     let old = format!("{table}_at_{built}");
     register_named(ctx, warehouse, "rx_history", &old, table, Some(built))
         .await
@@ -668,15 +668,16 @@ async fn changed_pharmacies(
         _ => "pharmacy_id, valid_from, valid_to, rx_target_minutes",
     };
     let sql = format!(
-        "SELECT DISTINCT CAST(pharmacy_id AS BIGINT) AS id FROM (\
+        "SELECT DISTINCT CAST(pharmacy_id AS VARCHAR) AS id FROM (\
            (SELECT {cols} FROM public.{table} EXCEPT SELECT {cols} FROM rx_history.{old}) \
            UNION ALL (SELECT {cols} FROM rx_history.{old} EXCEPT SELECT {cols} FROM public.{table}))"
     );
     let batches = ctx.sql(&sql).await?.collect().await?;
     let mut ids = Vec::new();
     for b in batches {
-        let col = datafusion::common::cast::as_int64_array(b.column(0))?;
-        ids.extend(col.iter().flatten());
+        let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let col = datafusion::common::cast::as_string_array(&col)?;
+        ids.extend(col.iter().flatten().map(str::to_string));
     }
     Ok(ids)
 }

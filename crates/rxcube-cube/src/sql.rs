@@ -108,7 +108,7 @@ pub(crate) fn in_list<S: AsRef<str>>(values: &[S]) -> String {
 /// The org node of a level, over a row with pharmacy_id and the org path.
 fn node_expr(level: &str) -> &'static str {
     match level {
-        "pharmacy" => "CAST(pharmacy_id AS VARCHAR)",
+        "pharmacy" => "pharmacy_id",
         "local_area" => "local_area",
         "service_area" => "service_area",
         "region" => "region",
@@ -406,18 +406,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
     // level (with peer columns) it waits until after ranking, so ranks stay among all peers.
     let node_filter = match &slice.nodes {
         Some(nodes) => {
-            let ids: Option<Vec<i64>> = nodes.iter().map(|n| n.parse().ok()).collect();
-            let keep = match (slice.levels.as_slice(), ids) {
-                // Pharmacy ids compare as integers, as stored (no cast per fact).
-                ([only], Some(ids)) if *only == "pharmacy" => format!(
-                    "pharmacy_id IN ({})",
-                    ids.iter()
-                        .map(i64::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                _ => format!("{node} IN ({})", in_list(nodes)),
-            };
+            let keep = format!("{node} IN ({})", in_list(nodes));
             match (slice.peers, slice.levels.as_slice()) {
                 (true, [only]) if *only == "pharmacy" => String::new(),
                 (true, many) if many.contains(&"pharmacy") => {
@@ -612,7 +601,7 @@ fn peer_ranking(def: &CubeDef, peer_medians: bool) -> String {
     let _ = write!(
         sql,
         ", peered AS (SELECT m.*, g.peer_group AS pg{pm_col} FROM metric_rows m \
-           LEFT JOIN peer_groups g ON m.level = 'pharmacy' AND g.pharmacy_id = TRY_CAST(m.node AS INT) \
+           LEFT JOIN peer_groups g ON m.level = 'pharmacy' AND g.pharmacy_id = m.node \
              AND {last_day}{pm_join}), \
          ranked AS (SELECT level, node, grain, period_start, metric, value, numerator, denominator, \
            pg AS peer_group, \
@@ -683,7 +672,7 @@ pub enum ContentFrom<'a> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Part {
     pub periods: Option<(NaiveDateTime, NaiveDateTime)>,
-    pub pharmacies: Vec<i64>,
+    pub pharmacies: Vec<String>,
 }
 
 impl Part {
@@ -715,14 +704,7 @@ impl Part {
             ));
         }
         if !self.pharmacies.is_empty() {
-            any.push(format!(
-                "pharmacy_id IN ({})",
-                self.pharmacies
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            any.push(format!("pharmacy_id IN ({})", in_list(&self.pharmacies)));
         }
         (!any.is_empty()).then(|| any.join(" OR "))
     }
@@ -850,7 +832,7 @@ pub fn rollup_content_sql(
         }
     };
     format!(
-        "SELECT * FROM (SELECT CAST(pharmacy_id AS INT) AS pharmacy_id, CAST(org_from AS DATE) AS org_from, \
+        "SELECT * FROM (SELECT CAST(pharmacy_id AS VARCHAR) AS pharmacy_id, CAST(org_from AS DATE) AS org_from, \
            arrow_cast(period_start, 'Timestamp(Microsecond, None)') AS period_start, {}, \
            CAST(date_trunc('month', period_start) AS DATE) AS {PERIOD_MONTH} \
          FROM ({body})){predicate}",

@@ -294,7 +294,7 @@ impl View {
             .windows(2)
             .map(|w| {
                 let node = match w[0] {
-                    "pharmacy" => "CAST(pharmacy_id AS VARCHAR)",
+                    "pharmacy" => "pharmacy_id",
                     l => l,
                 };
                 let parent = if w[1] == "division" { "'ALL'" } else { w[1] };
@@ -633,7 +633,7 @@ impl Relation for Budget {
              dated AS (SELECT *, CAST(rx_period_end('pay_period', period_start) - INTERVAL '1 microsecond' AS DATE) AS last_day FROM est),\n\
              tiers AS (\n  SELECT d.*, g.peer_group, t.tier, t.value AS target,\n    \
                row_number() OVER (PARTITION BY d.node, d.period_start, t.tier ORDER BY t.effective_from DESC) AS newest\n  \
-               FROM dated d JOIN peer_groups g ON g.pharmacy_id = CAST(d.node AS INT) \
+               FROM dated d JOIN peer_groups g ON g.pharmacy_id = d.node \
                  AND g.valid_from <= d.last_day AND (g.valid_to IS NULL OR d.last_day < g.valid_to)\n  \
                JOIN targets t ON t.peer_group = g.peer_group AND t.metric = 'labor_cost_per_rx' \
                  AND t.effective_from <= d.last_day)\n\

@@ -70,7 +70,7 @@ fn split(file: &Path, fraction: f64, out: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// A random query on cube.metrics.
-fn random_query(rng: &mut ChaCha8Rng, def: &CubeDef, pharmacies: u32) -> String {
+fn random_query(rng: &mut ChaCha8Rng, def: &CubeDef, pharmacies: &[String]) -> String {
     let pick = |rng: &mut ChaCha8Rng, all: &[&str], most: usize| {
         let n = rng.random_range(1..=most);
         let mut chosen: Vec<&str> = Vec::new();
@@ -123,7 +123,7 @@ fn random_query(rng: &mut ChaCha8Rng, def: &CubeDef, pharmacies: u32) -> String 
         }
     }
     if rng.random_bool(0.3) {
-        let id = rng.random_range(1..=pharmacies);
+        let id = &pharmacies[rng.random_range(0..pharmacies.len())];
         sql.push_str(&format!(" AND node IN ('{id}', 'ALL', 'West')"));
     }
     sql
@@ -176,8 +176,32 @@ async fn compare(warehouse: &Warehouse, def: &CubeDef, rng: &mut ChaCha8Rng, que
         .await
         .expect("session");
     off.sql("SET rxcube.rollups = false").await.expect("set");
+    // The pharmacies' ids, as labels (the generator's mix of RX101, 00423, 423 ...).
+    let ids = off
+        .sql("SELECT DISTINCT pharmacy_id FROM pharmacies ORDER BY 1")
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("ids");
+    let pharmacies: Vec<String> = ids
+        .iter()
+        .flat_map(|b| {
+            let col =
+                arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).expect("text");
+            let col = col
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .expect("strings")
+                .clone();
+            (0..col.len())
+                .map(|i| col.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(pharmacies.len(), 6, "{pharmacies:?}");
     for _ in 0..queries {
-        let sql = random_query(rng, def, 6);
+        let sql = random_query(rng, def, &pharmacies);
         let (fast, served) = rxcube_cube::run_statement(&on, &sql).await.expect(&sql);
         assert!(
             served.iter().all(|s| s.contains(": rollup ")),
@@ -259,18 +283,27 @@ async fn rollup_answers_equal_raw_answers_through_imports_corrections_and_reorgs
     );
     compare(&warehouse, &def, &mut rng, 40).await;
 
-    // A re-organization: pharmacy 2 moves to another local area from 2024-01-20, and
-    // pharmacy 3's target minutes change. Only those pharmacies are recomputed.
+    // A re-organization: the second pharmacy moves to another local area from 2024-01-20, and
+    // the third one's target minutes change. Only those pharmacies are recomputed.
     let pharmacies =
         std::fs::read_to_string(&summary.file(TableName::Pharmacies).expect("file").path)
             .expect("read");
     let mut lines = pharmacies.lines();
     let header = lines.next().expect("header");
     let column = |name: &str| header.split(',').position(|h| h == name).expect(name);
-    // Pharmacy 2's current org row.
+    // The pharmacies' ids (text labels), in file order.
+    let mut ids: Vec<String> = Vec::new();
+    for l in pharmacies.lines().skip(1) {
+        let id = l.split(',').next().unwrap_or_default().to_string();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let (second, third) = (format!("{},", ids[1]), format!("{},", ids[2]));
+    // The second pharmacy's current org row.
     let row = lines
-        .find(|l| l.starts_with("2,") && l.split(',').nth(column("valid_to")) == Some(""))
-        .expect("pharmacy 2")
+        .find(|l| l.starts_with(&second) && l.split(',').nth(column("valid_to")) == Some(""))
+        .expect("second pharmacy")
         .to_string();
     let fields: Vec<&str> = row.split(',').collect();
     assert!(fields[column("valid_from")] < "2024-01-20", "{row}");
@@ -291,9 +324,9 @@ async fn rollup_answers_equal_raw_answers_through_imports_corrections_and_reorgs
     let mut lines = groups.lines();
     let gheader = lines.next().expect("header");
     let row = lines
-        .find(|l| l.starts_with("3,") && l.ends_with(','))
-        .or_else(|| groups.lines().find(|l| l.starts_with("3,")))
-        .expect("pharmacy 3")
+        .find(|l| l.starts_with(&third) && l.ends_with(','))
+        .or_else(|| groups.lines().find(|l| l.starts_with(&third)))
+        .expect("third pharmacy")
         .to_string();
     let mut fields: Vec<String> = row.split(',').map(str::to_string).collect();
     let target = gheader

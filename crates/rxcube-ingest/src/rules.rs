@@ -10,7 +10,7 @@ use arrow::array::{
     RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::DataType;
-use rxcube_model::contract::{Check, Reference, RowRule};
+use rxcube_model::contract::{Check, MAX_ID_BYTES, Reference, RowRule};
 use rxcube_model::{ColumnDef, ColumnType, TableDef, domain};
 
 use crate::error::{RecordError, quote};
@@ -21,16 +21,12 @@ const DAY_MICROS: i64 = 86_400_000_000;
 /// Values on file in referenced tables, loaded once per import.
 #[derive(Debug, Default, Clone)]
 pub struct ReferenceSets {
-    /// (table.column) → the values on file, as text.
+    /// (table.column) → the values on file (references are text: identifiers and names).
     pub sets: Vec<(Reference, HashSet<String>)>,
-    pub int_sets: Vec<(Reference, HashSet<i64>)>,
 }
 
 impl ReferenceSets {
-    fn ints(&self, r: &Reference) -> Option<&HashSet<i64>> {
-        self.int_sets.iter().find(|(x, _)| x == r).map(|(_, s)| s)
-    }
-    fn texts(&self, r: &Reference) -> Option<&HashSet<String>> {
+    fn values(&self, r: &Reference) -> Option<&HashSet<String>> {
         self.sets.iter().find(|(x, _)| x == r).map(|(_, s)| s)
     }
 }
@@ -151,8 +147,8 @@ fn year_bounds(c: ColumnType, from: i32, to: i32) -> (i64, i64) {
     }
 }
 
-/// Checks every rule of `def` on `batch` (record numbers from `first_record`), appending the
-/// errors found.
+/// Checks every rule and advisory of `def` on `batch` (record numbers from `first_record`):
+/// a broken rule is appended to `errors`, an unusual value flagged by an advisory to `warnings`.
 pub(crate) fn check_batch(
     def: &TableDef,
     file: &str,
@@ -160,6 +156,7 @@ pub(crate) fn check_batch(
     first_record: u64,
     refs: &ReferenceSets,
     errors: &mut Vec<RecordError>,
+    warnings: &mut Vec<RecordError>,
 ) {
     let cols: Vec<Col<'_>> = def
         .columns
@@ -167,215 +164,271 @@ pub(crate) fn check_batch(
         .zip(batch.columns())
         .map(|(c, a)| Col::new(c, a))
         .collect();
-    let idx = |name: &str| def.column_index(name).expect("rules name contract columns");
-    let mut fail = |i: usize, column: &str, value: Option<String>, reason: String| {
-        errors.push(RecordError {
+    let rows = batch.num_rows();
+    {
+        let mut fail = reporter(errors, file, first_record);
+        for (c, col) in def.columns.iter().zip(&cols) {
+            check_values(c, col, c.checks, rows, &mut fail);
+        }
+        for rule in def.row_rules {
+            check_row_rule(def, &cols, rule, rows, &mut fail);
+        }
+        check_references(def, &cols, refs, rows, &mut fail);
+    }
+    let mut warn = reporter(warnings, file, first_record);
+    for (c, col) in def.columns.iter().zip(&cols) {
+        check_values(c, col, c.advisories, rows, &mut warn);
+    }
+    for rule in def.row_advisories {
+        check_row_rule(def, &cols, rule, rows, &mut warn);
+    }
+}
+
+/// Where a check reports a value: (row, column, value as written, reason).
+type Report<'f> = dyn FnMut(usize, &str, Option<String>, String) + 'f;
+
+/// Reports into `out`, numbering rows from `first_record`.
+fn reporter<'a>(
+    out: &'a mut Vec<RecordError>,
+    file: &'a str,
+    first_record: u64,
+) -> impl FnMut(usize, &str, Option<String>, String) + 'a {
+    move |i, column, value, reason| {
+        out.push(RecordError {
             file: file.to_string(),
             record: Some(first_record + i as u64),
             column: Some(column.to_string()),
             value,
             reason,
         });
-    };
-    let rows = batch.num_rows();
+    }
+}
 
-    for (c, col) in def.columns.iter().zip(&cols) {
-        for check in c.checks {
+fn idx(def: &TableDef, name: &str) -> usize {
+    def.column_index(name).expect("rules name contract columns")
+}
+
+fn check_values(
+    c: &ColumnDef,
+    col: &Col<'_>,
+    checks: &[Check],
+    rows: usize,
+    fail: &mut Report<'_>,
+) {
+    for check in checks {
+        for i in 0..rows {
+            if col.is_null(i) {
+                continue;
+            }
+            let reason = match *check {
+                Check::OneOf(values) => (!values.contains(&col.text(i)))
+                    .then(|| format!("must be one of {}", values.join(", "))),
+                Check::IntRange(lo, hi) => {
+                    let v = col.int(i);
+                    (v < lo || v > hi).then(|| format!("out of range {lo}..={hi}"))
+                }
+                Check::NumRange(lo, hi) => {
+                    let v = col.num(i);
+                    (v < lo || v > hi).then(|| format!("out of range {lo}..={hi}"))
+                }
+                Check::YearRange(from, to) => {
+                    let (lo, hi) = year_bounds(c.ty, from, to);
+                    let v = col.int(i);
+                    (v < lo || v > hi).then(|| format!("year outside {from}..={to}"))
+                }
+                Check::NonEmpty => col
+                    .text(i)
+                    .trim()
+                    .is_empty()
+                    .then(|| "must not be blank".to_string()),
+                Check::TimeZone => chrono_tz::Tz::from_str(col.text(i))
+                    .is_err()
+                    .then(|| "not an IANA time zone name (e.g. America/Chicago)".to_string()),
+                Check::Ssn => (!is_ssn(col.text(i)))
+                    .then(|| "not a social security number (NNN-NN-NNNN)".to_string()),
+                Check::TargetableMetric => {
+                    (!domain::is_targetable_metric(col.text(i))).then(|| {
+                        format!(
+                            "not a metric that takes targets: {}",
+                            domain::KEY_METRICS
+                                .iter()
+                                .chain(domain::OTHER_TARGETABLE_METRICS)
+                                .copied()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })
+                }
+                Check::Identifier => identifier_problem(col.text(i)).map(str::to_string),
+            };
+            if let Some(reason) = reason {
+                fail(i, c.name, Some(col.show(i)), reason);
+            }
+        }
+    }
+}
+
+/// Why `s` is not an identifier label, if it is not one.
+fn identifier_problem(s: &str) -> Option<&'static str> {
+    if s.trim().is_empty() {
+        Some("must not be blank")
+    } else if s.len() > MAX_ID_BYTES {
+        Some("longer than 64 bytes")
+    } else if s.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else {
+        None
+    }
+}
+
+fn check_row_rule(
+    def: &TableDef,
+    cols: &[Col<'_>],
+    rule: &RowRule,
+    rows: usize,
+    fail: &mut Report<'_>,
+) {
+    match *rule {
+        RowRule::Ordered {
+            earlier,
+            later,
+            strict,
+        } => {
+            let (a, b) = (&cols[idx(def, earlier)], &cols[idx(def, later)]);
             for i in 0..rows {
-                if col.is_null(i) {
+                if a.is_null(i) || b.is_null(i) {
                     continue;
                 }
-                let reason = match *check {
-                    Check::OneOf(values) => (!values.contains(&col.text(i)))
-                        .then(|| format!("must be one of {}", values.join(", "))),
-                    Check::IntRange(lo, hi) => {
-                        let v = col.int(i);
-                        (v < lo || v > hi).then(|| format!("out of range {lo}..={hi}"))
-                    }
-                    Check::NumRange(lo, hi) => {
-                        let v = col.num(i);
-                        (v < lo || v > hi).then(|| format!("out of range {lo}..={hi}"))
-                    }
-                    Check::YearRange(from, to) => {
-                        let (lo, hi) = year_bounds(c.ty, from, to);
-                        let v = col.int(i);
-                        (v < lo || v > hi).then(|| format!("year outside {from}..={to}"))
-                    }
-                    Check::NonEmpty => col
-                        .text(i)
-                        .trim()
-                        .is_empty()
-                        .then(|| "must not be blank".to_string()),
-                    Check::TimeZone => chrono_tz::Tz::from_str(col.text(i))
-                        .is_err()
-                        .then(|| "not an IANA time zone name (e.g. America/Chicago)".to_string()),
-                    Check::Ssn => (!is_ssn(col.text(i)))
-                        .then(|| "not a social security number (NNN-NN-NNNN)".to_string()),
-                    Check::TargetableMetric => {
-                        (!domain::is_targetable_metric(col.text(i))).then(|| {
-                            format!(
-                                "not a metric that takes targets: {}",
-                                domain::KEY_METRICS
-                                    .iter()
-                                    .chain(domain::OTHER_TARGETABLE_METRICS)
-                                    .copied()
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )
-                        })
-                    }
+                let bad = if strict {
+                    b.int(i) <= a.int(i)
+                } else {
+                    b.int(i) < a.int(i)
                 };
-                if let Some(reason) = reason {
-                    fail(i, c.name, Some(col.show(i)), reason);
+                if bad {
+                    let rel = if strict { "after" } else { "on or after" };
+                    fail(
+                        i,
+                        later,
+                        Some(b.show(i)),
+                        format!("must be {rel} {earlier} ({})", a.show(i)),
+                    );
+                }
+            }
+        }
+        RowRule::MaxSpanHours { start, end, hours } => {
+            let (a, b) = (&cols[idx(def, start)], &cols[idx(def, end)]);
+            for i in 0..rows {
+                if !a.is_null(i) && !b.is_null(i) && b.int(i) - a.int(i) > hours * 3_600_000_000 {
+                    fail(
+                        i,
+                        end,
+                        Some(b.show(i)),
+                        format!("more than {hours} hours after {start} ({})", a.show(i)),
+                    );
+                }
+            }
+        }
+        RowRule::HoursWithinSpan { hours, start, end } => {
+            let (h, a, b) = (
+                &cols[idx(def, hours)],
+                &cols[idx(def, start)],
+                &cols[idx(def, end)],
+            );
+            for i in 0..rows {
+                if h.is_null(i) || a.is_null(i) || b.is_null(i) {
+                    continue;
+                }
+                let span = (b.int(i) - a.int(i)) as f64 / 3_600_000_000.0;
+                if h.num(i) > span + 1e-9 {
+                    fail(
+                        i,
+                        hours,
+                        Some(h.show(i)),
+                        format!("exceeds the shift's elapsed length of {span:.2} hours"),
+                    );
+                }
+            }
+        }
+        RowRule::SignMatches { amount, quantity } => {
+            let (a, q) = (&cols[idx(def, amount)], &cols[idx(def, quantity)]);
+            for i in 0..rows {
+                if a.is_null(i) || q.is_null(i) {
+                    continue;
+                }
+                let (av, qv) = (a.num(i), q.int(i));
+                if qv == 0 {
+                    fail(
+                        i,
+                        quantity,
+                        Some("0".into()),
+                        "is 0 (a return is negative)".into(),
+                    );
+                } else if av != 0.0 && (av < 0.0) != (qv < 0) {
+                    fail(
+                        i,
+                        amount,
+                        Some(a.show(i)),
+                        format!("sign differs from {quantity} ({qv})"),
+                    );
+                }
+            }
+        }
+        RowRule::OnlyWhen {
+            column,
+            when,
+            value,
+        } => {
+            let (c, w) = (&cols[idx(def, column)], &cols[idx(def, when)]);
+            for i in 0..rows {
+                if !c.is_null(i) && !w.is_null(i) && w.text(i) != value {
+                    fail(
+                        i,
+                        column,
+                        Some(c.show(i)),
+                        format!("expected only when {when} is {value}"),
+                    );
+                }
+            }
+        }
+        RowRule::PercentageTarget { metric, value } => {
+            let (m, v) = (&cols[idx(def, metric)], &cols[idx(def, value)]);
+            for i in 0..rows {
+                if !m.is_null(i)
+                    && !v.is_null(i)
+                    && domain::is_percentage_metric(m.text(i))
+                    && v.num(i) > 100.0
+                {
+                    fail(
+                        i,
+                        value,
+                        Some(v.show(i)),
+                        format!("{} is a percentage: 0..=100", m.text(i)),
+                    );
                 }
             }
         }
     }
+}
 
-    for rule in def.row_rules {
-        match *rule {
-            RowRule::Ordered {
-                earlier,
-                later,
-                strict,
-            } => {
-                let (a, b) = (&cols[idx(earlier)], &cols[idx(later)]);
-                for i in 0..rows {
-                    if a.is_null(i) || b.is_null(i) {
-                        continue;
-                    }
-                    let bad = if strict {
-                        b.int(i) <= a.int(i)
-                    } else {
-                        b.int(i) < a.int(i)
-                    };
-                    if bad {
-                        let rel = if strict { "after" } else { "on or after" };
-                        fail(
-                            i,
-                            later,
-                            Some(b.show(i)),
-                            format!("must be {rel} {earlier} ({})", a.show(i)),
-                        );
-                    }
-                }
-            }
-            RowRule::MaxSpanHours { start, end, hours } => {
-                let (a, b) = (&cols[idx(start)], &cols[idx(end)]);
-                for i in 0..rows {
-                    if !a.is_null(i) && !b.is_null(i) && b.int(i) - a.int(i) > hours * 3_600_000_000
-                    {
-                        fail(
-                            i,
-                            end,
-                            Some(b.show(i)),
-                            format!("more than {hours} hours after {start} ({})", a.show(i)),
-                        );
-                    }
-                }
-            }
-            RowRule::HoursWithinSpan { hours, start, end } => {
-                let (h, a, b) = (&cols[idx(hours)], &cols[idx(start)], &cols[idx(end)]);
-                for i in 0..rows {
-                    if h.is_null(i) || a.is_null(i) || b.is_null(i) {
-                        continue;
-                    }
-                    let span = (b.int(i) - a.int(i)) as f64 / 3_600_000_000.0;
-                    if h.num(i) > span + 1e-9 {
-                        fail(
-                            i,
-                            hours,
-                            Some(h.show(i)),
-                            format!("exceeds the shift's length of {span:.2} hours"),
-                        );
-                    }
-                }
-            }
-            RowRule::SignMatches { amount, quantity } => {
-                let (a, q) = (&cols[idx(amount)], &cols[idx(quantity)]);
-                for i in 0..rows {
-                    if a.is_null(i) || q.is_null(i) {
-                        continue;
-                    }
-                    let (av, qv) = (a.num(i), q.int(i));
-                    if qv == 0 {
-                        fail(
-                            i,
-                            quantity,
-                            Some("0".into()),
-                            "must not be 0 (a return is negative)".into(),
-                        );
-                    } else if av != 0.0 && (av < 0.0) != (qv < 0) {
-                        fail(
-                            i,
-                            amount,
-                            Some(a.show(i)),
-                            format!("sign differs from {quantity} ({qv})"),
-                        );
-                    }
-                }
-            }
-            RowRule::OnlyWhen {
-                column,
-                when,
-                value,
-            } => {
-                let (c, w) = (&cols[idx(column)], &cols[idx(when)]);
-                for i in 0..rows {
-                    if !c.is_null(i) && !w.is_null(i) && w.text(i) != value {
-                        fail(
-                            i,
-                            column,
-                            Some(c.show(i)),
-                            format!("allowed only when {when} is {value}"),
-                        );
-                    }
-                }
-            }
-            RowRule::PercentageTarget { metric, value } => {
-                let (m, v) = (&cols[idx(metric)], &cols[idx(value)]);
-                for i in 0..rows {
-                    if !m.is_null(i)
-                        && !v.is_null(i)
-                        && domain::is_percentage_metric(m.text(i))
-                        && v.num(i) > 100.0
-                    {
-                        fail(
-                            i,
-                            value,
-                            Some(v.show(i)),
-                            format!("{} is a percentage: 0..=100", m.text(i)),
-                        );
-                    }
-                }
-            }
-        }
-    }
-
+fn check_references(
+    def: &TableDef,
+    cols: &[Col<'_>],
+    refs: &ReferenceSets,
+    rows: usize,
+    fail: &mut Report<'_>,
+) {
     for r in def.references {
-        let col = &cols[idx(r.column)];
+        let col = &cols[idx(def, r.column)];
+        let Some(set) = refs.values(r) else { continue };
         let target = format!("{}.{}", r.table, r.target_column);
-        if let Some(set) = refs.ints(r) {
-            for i in 0..rows {
-                if !col.is_null(i) && !set.contains(&col.int(i)) {
-                    fail(
-                        i,
-                        r.column,
-                        Some(col.show(i)),
-                        format!("no such {target} on file"),
-                    );
-                }
-            }
-        } else if let Some(set) = refs.texts(r) {
-            for i in 0..rows {
-                if !col.is_null(i) && !set.contains(col.text(i)) {
-                    fail(
-                        i,
-                        r.column,
-                        Some(col.show(i)),
-                        format!("no such {target} on file"),
-                    );
-                }
+        for i in 0..rows {
+            if !col.is_null(i) && !set.contains(col.text(i)) {
+                fail(
+                    i,
+                    r.column,
+                    Some(col.show(i)),
+                    format!("no such {target} on file"),
+                );
             }
         }
     }
@@ -390,6 +443,33 @@ mod tests {
         assert!(is_ssn("123-45-6789"));
         assert!(!is_ssn("123456789"));
         assert!(!is_ssn("123-45-678X"));
+    }
+
+    #[test]
+    fn identifiers_are_labels_of_at_most_64_bytes_without_control_characters() {
+        for ok in [
+            "RX101",
+            "00423",
+            "E1001",
+            "R03-000123",
+            "550e8400-e29b-41d4-a716-446655440000",
+        ] {
+            assert_eq!(identifier_problem(ok), None, "{ok}");
+        }
+        assert_eq!(identifier_problem(&"9".repeat(64)), None);
+        assert_eq!(
+            identifier_problem(&"9".repeat(65)),
+            Some("longer than 64 bytes")
+        );
+        assert_eq!(
+            identifier_problem("RX\u{0}1"),
+            Some("contains a control character")
+        );
+        assert_eq!(
+            identifier_problem("RX\n1"),
+            Some("contains a control character")
+        );
+        assert_eq!(identifier_problem("  "), Some("must not be blank"));
     }
 
     #[test]

@@ -386,7 +386,8 @@ fn conversion(from: &DataType, c: &ColumnDef) -> Result<Conversion, String> {
                     D::Decimal128(..) | D::Decimal64(..) | D::Decimal32(..)
                 )
         }
-        ColumnType::Text => false,
+        // Integer ids of older exports land as their decimal text.
+        ColumnType::Text => int,
     };
     if ok {
         Ok(Conversion::Cast)

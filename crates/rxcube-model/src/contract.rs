@@ -167,7 +167,13 @@ pub enum Check {
     Ssn,
     /// A metric that may carry a target.
     TargetableMetric,
+    /// An identifier label as a source system writes it: non-empty, at most
+    /// [`MAX_ID_BYTES`] bytes, no control characters; kept exactly (case, leading zeros).
+    Identifier,
 }
+
+/// The longest identifier accepted, in bytes of UTF-8.
+pub const MAX_ID_BYTES: usize = 64;
 
 /// A rule relating two or more columns of the same record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +190,7 @@ pub enum RowRule {
         end: &'static str,
         hours: i64,
     },
-    /// Paid `hours` do not exceed the shift's length.
+    /// Paid `hours` do not exceed the shift's elapsed length.
     HoursWithinSpan {
         hours: &'static str,
         start: &'static str,
@@ -223,6 +229,9 @@ pub struct ColumnDef {
     pub ty: ColumnType,
     pub nullable: bool,
     pub checks: &'static [Check],
+    /// Checks that flag an unusual value with a warning (counted, never a rejection): useful,
+    /// but not rules of the contract.
+    pub advisories: &'static [Check],
     /// Strings with few distinct values, stored dictionary-encoded.
     pub low_cardinality: bool,
     pub doc: &'static str,
@@ -241,6 +250,8 @@ pub struct TableDef {
     pub event_time: Option<&'static str>,
     pub references: &'static [Reference],
     pub row_rules: &'static [RowRule],
+    /// Rules between columns that only warn (counted, never a rejection).
+    pub row_advisories: &'static [RowRule],
 }
 
 impl TableDef {
@@ -315,6 +326,7 @@ const fn col(
         ty,
         nullable,
         checks,
+        advisories: &[],
         low_cardinality: false,
         doc,
     }
@@ -332,16 +344,29 @@ const fn tag(
         ty: ColumnType::Text,
         nullable,
         checks,
+        advisories: &[],
         low_cardinality: true,
         doc,
+    }
+}
+
+impl ColumnDef {
+    /// An identifier label (`pharmacy_id`, `rx_id`, ...): text, kept exactly.
+    pub fn is_identifier(&self) -> bool {
+        self.checks.contains(&Check::Identifier)
+    }
+
+    /// The same column, with checks that only warn.
+    const fn advise(mut self, advisories: &'static [Check]) -> Self {
+        self.advisories = advisories;
+        self
     }
 }
 
 use Check::*;
 use ColumnType::*;
 
-const ID: &[Check] = &[IntRange(1, i32::MAX as i64)];
-const ID64: &[Check] = &[IntRange(1, i64::MAX)];
+const ID: &[Check] = &[Identifier];
 const YEARS: &[Check] = &[YearRange(1990, 2100)];
 const NAME: &[Check] = &[NonEmpty];
 const PHARMACY_REF: Reference = Reference {
@@ -355,21 +380,23 @@ pub static PHARMACIES: TableDef = TableDef {
     doc: "Each pharmacy's place in the org (local area, service area, region) for a validity \
           interval of local dates; a re-organization is a new row.",
     columns: &[
-        col("pharmacy_id", Int32, false, ID, "Pharmacy id."),
+        col("pharmacy_id", Text, false, ID, "Pharmacy id."),
         col(
             "valid_from",
             Date,
             false,
-            YEARS,
+            &[],
             "First local date this row holds (inclusive).",
-        ),
+        )
+        .advise(YEARS),
         col(
             "valid_to",
             Date,
             true,
-            YEARS,
+            &[],
             "Local date this row stops holding (exclusive); NULL = open.",
-        ),
+        )
+        .advise(YEARS),
         col("name", Text, false, NAME, "Pharmacy name."),
         tag(
             "local_area",
@@ -394,9 +421,10 @@ pub static PHARMACIES: TableDef = TableDef {
             "employees",
             Int32,
             false,
-            &[IntRange(0, 10_000)],
+            &[IntRange(0, i32::MAX as i64)],
             "Head count.",
-        ),
+        )
+        .advise(&[IntRange(0, 10_000)]),
         col(
             "hours_per_week",
             Int32,
@@ -413,6 +441,7 @@ pub static PHARMACIES: TableDef = TableDef {
         later: "valid_to",
         strict: true,
     }],
+    row_advisories: &[],
 };
 
 pub static PEER_GROUPS: TableDef = TableDef {
@@ -420,21 +449,23 @@ pub static PEER_GROUPS: TableDef = TableDef {
     doc: "Which peer group a pharmacy belongs to over a validity interval of local dates, with \
           the target minutes for on-time processing.",
     columns: &[
-        col("pharmacy_id", Int32, false, ID, "Pharmacy id."),
+        col("pharmacy_id", Text, false, ID, "Pharmacy id."),
         col(
             "valid_from",
             Date,
             false,
-            YEARS,
+            &[],
             "First local date of the assignment (inclusive).",
-        ),
+        )
+        .advise(YEARS),
         col(
             "valid_to",
             Date,
             true,
-            YEARS,
+            &[],
             "Local date the assignment ends (exclusive); NULL = open.",
-        ),
+        )
+        .advise(YEARS),
         tag("peer_group", false, NAME, "Peer group name."),
         col(
             "rx_target_minutes",
@@ -452,6 +483,7 @@ pub static PEER_GROUPS: TableDef = TableDef {
         later: "valid_to",
         strict: true,
     }],
+    row_advisories: &[],
 };
 
 pub static TARGETS: TableDef = TableDef {
@@ -482,9 +514,10 @@ pub static TARGETS: TableDef = TableDef {
             "effective_from",
             Date,
             false,
-            YEARS,
+            &[],
             "First date the value holds.",
-        ),
+        )
+        .advise(YEARS),
         col(
             "value",
             Float64,
@@ -511,13 +544,14 @@ pub static TARGETS: TableDef = TableDef {
         metric: "metric",
         value: "value",
     }],
+    row_advisories: &[],
 };
 
 pub static EMPLOYEES: TableDef = TableDef {
     name: "employees",
     doc: "Employees with their home pharmacy. ssn and hourly_rate are sensitive.",
     columns: &[
-        col("employee_id", Int32, false, ID, "Employee id."),
+        col("employee_id", Text, false, ID, "Employee id."),
         col("name", Text, false, NAME, "Employee name."),
         col(
             "ssn",
@@ -541,19 +575,20 @@ pub static EMPLOYEES: TableDef = TableDef {
         ),
         col(
             "home_pharmacy_id",
-            Int32,
+            Text,
             false,
             ID,
             "Pharmacy the employee belongs to.",
         ),
-        col("hired_on", Date, false, YEARS, "Hire date."),
+        col("hired_on", Date, false, &[], "Hire date.").advise(YEARS),
         col(
             "terminated_on",
             Date,
             true,
-            YEARS,
+            &[],
             "Termination date; NULL = employed.",
-        ),
+        )
+        .advise(YEARS),
     ],
     key: &["employee_id"],
     event_time: None,
@@ -567,6 +602,7 @@ pub static EMPLOYEES: TableDef = TableDef {
         later: "terminated_on",
         strict: false,
     }],
+    row_advisories: &[],
 };
 
 pub static PAYROLL: TableDef = TableDef {
@@ -576,26 +612,26 @@ pub static PAYROLL: TableDef = TableDef {
     columns: &[
         col(
             "employee_id",
-            Int32,
+            Text,
             false,
             ID,
             "Employee who worked the shift.",
         ),
         col(
             "pharmacy_id",
-            Int32,
+            Text,
             false,
             ID,
             "Pharmacy the shift was worked at.",
         ),
-        col("shift_start", Instant, false, YEARS, "Start of the shift."),
+        col("shift_start", Instant, false, &[], "Start of the shift.").advise(YEARS),
         tag(
             "pay_code",
             false,
             &[OneOf(domain::PAY_CODES)],
             "REG, OT (overtime), HOL or TRN.",
         ),
-        col("shift_end", Instant, false, YEARS, "End of the shift."),
+        col("shift_end", Instant, false, &[], "End of the shift.").advise(YEARS),
         col(
             "hours",
             Hours,
@@ -621,12 +657,14 @@ pub static PAYROLL: TableDef = TableDef {
             target_column: "employee_id",
         },
     ],
-    row_rules: &[
-        RowRule::Ordered {
-            earlier: "shift_start",
-            later: "shift_end",
-            strict: true,
-        },
+    row_rules: &[RowRule::Ordered {
+        earlier: "shift_start",
+        later: "shift_end",
+        strict: true,
+    }],
+    // Paid hours are what the payroll system writes: a night over a daylight-saving change or a
+    // call-in minimum pays more than the elapsed time, so these only warn.
+    row_advisories: &[
         RowRule::MaxSpanHours {
             start: "shift_start",
             end: "shift_end",
@@ -644,43 +682,35 @@ pub static POS: TableDef = TableDef {
     name: "pos",
     doc: "Point-of-sale lines: rx lines count Rx sold (net of returns), otc lines carry OTC sales.",
     columns: &[
-        col("txn_id", Int64, false, ID64, "Transaction (basket) id."),
+        col("txn_id", Text, false, ID, "Transaction (basket) id."),
         col(
             "line_no",
             Int32,
             false,
-            &[IntRange(1, 10_000)],
+            &[IntRange(0, i32::MAX as i64)],
             "Line within the transaction.",
-        ),
-        col("pharmacy_id", Int32, false, ID, "Pharmacy of the sale."),
-        col("sold_at", Instant, false, YEARS, "When the sale happened."),
+        )
+        .advise(&[IntRange(1, 10_000)]),
+        col("pharmacy_id", Text, false, ID, "Pharmacy of the sale."),
+        col("sold_at", Instant, false, &[], "When the sale happened.").advise(YEARS),
         tag("kind", false, &[OneOf(domain::POS_KINDS)], "rx or otc."),
-        col(
-            "quantity",
-            Int32,
-            false,
-            &[IntRange(-1000, 1000)],
-            "Units; negative = return.",
-        ),
+        col("quantity", Int32, false, &[], "Units; negative = return.")
+            .advise(&[IntRange(-1000, 1000)]),
         col(
             "amount",
             Money,
             false,
-            &[NumRange(-1.0e7, 1.0e7)],
+            &[],
             "Line amount, USD; negative on a return.",
-        ),
-        col(
-            "rx_id",
-            Int64,
-            true,
-            ID64,
-            "Prescription sold, on rx lines.",
-        ),
+        )
+        .advise(&[NumRange(-1.0e7, 1.0e7)]),
+        col("rx_id", Text, true, ID, "Prescription sold, on rx lines."),
     ],
     key: &["txn_id", "line_no"],
     event_time: Some("sold_at"),
     references: &[PHARMACY_REF],
-    row_rules: &[
+    row_rules: &[],
+    row_advisories: &[
         RowRule::SignMatches {
             amount: "amount",
             quantity: "quantity",
@@ -698,17 +728,18 @@ pub static RX_FILLS: TableDef = TableDef {
     doc: "Prescription fills: fill_no 0 is a new fill, 1 and up are refills; channel says whether \
           the pharmacy (local) or Central Refill Processing (crp) filled it.",
     columns: &[
-        col("rx_id", Int64, false, ID64, "Prescription id."),
+        col("rx_id", Text, false, ID, "Prescription id."),
         col(
             "fill_no",
             Int32,
             false,
-            &[IntRange(0, 99)],
+            &[IntRange(0, i32::MAX as i64)],
             "0 = new fill, 1 and up = refill.",
-        ),
+        )
+        .advise(&[IntRange(0, 99)]),
         col(
             "pharmacy_id",
-            Int32,
+            Text,
             false,
             ID,
             "Pharmacy the fill belongs to.",
@@ -723,42 +754,42 @@ pub static RX_FILLS: TableDef = TableDef {
             "received_at",
             Instant,
             false,
-            YEARS,
+            &[],
             "When the prescription was received.",
-        ),
+        )
+        .advise(YEARS),
         col(
             "filled_at",
             Instant,
             false,
-            YEARS,
+            &[],
             "When it was filled; buckets the fill.",
-        ),
+        )
+        .advise(YEARS),
     ],
     key: &["rx_id", "fill_no"],
     event_time: Some("filled_at"),
     references: &[PHARMACY_REF],
-    row_rules: &[
-        RowRule::Ordered {
-            earlier: "received_at",
-            later: "filled_at",
-            strict: false,
-        },
-        RowRule::MaxSpanHours {
-            start: "received_at",
-            end: "filled_at",
-            hours: 24 * 30,
-        },
-    ],
+    row_rules: &[RowRule::Ordered {
+        earlier: "received_at",
+        later: "filled_at",
+        strict: false,
+    }],
+    row_advisories: &[RowRule::MaxSpanHours {
+        start: "received_at",
+        end: "filled_at",
+        hours: 24 * 30,
+    }],
 };
 
 pub static SURVEYS: TableDef = TableDef {
     name: "surveys",
     doc: "Customer-survey responses.",
     columns: &[
-        col("response_id", Int64, false, ID64, "Response id."),
+        col("response_id", Text, false, ID, "Response id."),
         col(
             "pharmacy_id",
-            Int32,
+            Text,
             false,
             ID,
             "Pharmacy the response is about.",
@@ -767,9 +798,10 @@ pub static SURVEYS: TableDef = TableDef {
             "responded_at",
             Instant,
             false,
-            YEARS,
+            &[],
             "When the customer responded.",
-        ),
+        )
+        .advise(YEARS),
         tag(
             "rating",
             false,
@@ -781,6 +813,7 @@ pub static SURVEYS: TableDef = TableDef {
     event_time: Some("responded_at"),
     references: &[PHARMACY_REF],
     row_rules: &[],
+    row_advisories: &[],
 };
 
 #[cfg(test)]
@@ -812,7 +845,7 @@ mod tests {
             if let Some(e) = def.event_time {
                 assert_eq!(def.column(e).map(|c| c.ty), Some(ColumnType::Instant));
             }
-            for rule in def.row_rules {
+            for rule in def.row_rules.iter().chain(def.row_advisories) {
                 let names: Vec<&str> = match *rule {
                     RowRule::Ordered { earlier, later, .. } => vec![earlier, later],
                     RowRule::MaxSpanHours { start, end, .. } => vec![start, end],

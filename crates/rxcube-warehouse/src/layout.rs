@@ -1,8 +1,9 @@
 //! How landed tables are laid out in Parquet for scan speed.
 //!
 //! Event tables are partitioned by the UTC month of their event time and each file is sorted by
-//! that time. Sorted instants and ids are delta-encoded (they compress to a few bits a row and
-//! keep tight min/max statistics), low-cardinality strings are dictionary-encoded, and page-level
+//! that time. Sorted instants and integer keys are delta-encoded (they compress to a few bits a
+//! row and keep tight min/max statistics), identifiers and low-cardinality strings are
+//! dictionary-encoded, and page-level
 //! statistics plus modest row groups let a time-range scan skip most of a file.
 
 use deltalake::parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -31,7 +32,9 @@ pub fn writer_properties(def: &TableDef) -> WriterProperties {
                     .set_column_dictionary_enabled(path.clone(), false)
                     .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
             }
-            ColumnType::Text if !c.low_cardinality => {
+            // Identifiers repeat (a pharmacy's, an employee's, a prescription's fills): a
+            // dictionary, which Parquet drops by itself for a column chunk of unique ids.
+            ColumnType::Text if !c.low_cardinality && !c.is_identifier() => {
                 b = b.set_column_dictionary_enabled(path, false);
             }
             _ => {}
@@ -46,9 +49,9 @@ mod tests {
     use rxcube_model::contract::{PHARMACIES, RX_FILLS};
 
     #[test]
-    fn sorted_instants_and_ids_are_delta_encoded_and_tags_use_dictionaries() {
+    fn sorted_instants_and_keys_are_delta_encoded_and_ids_and_tags_use_dictionaries() {
         let p = writer_properties(&RX_FILLS);
-        for c in ["filled_at", "received_at", "rx_id"] {
+        for c in ["filled_at", "received_at", "fill_no"] {
             let path = ColumnPath::from(c);
             assert_eq!(
                 p.encoding(&path),
@@ -57,7 +60,9 @@ mod tests {
             );
             assert!(!p.dictionary_enabled(&path), "{c}");
         }
-        assert!(p.dictionary_enabled(&ColumnPath::from("channel")));
+        for c in ["channel", "rx_id", "pharmacy_id"] {
+            assert!(p.dictionary_enabled(&ColumnPath::from(c)), "{c}");
+        }
         assert_eq!(
             p.statistics_enabled(&ColumnPath::from("filled_at")),
             EnabledStatistics::Page

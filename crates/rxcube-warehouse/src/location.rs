@@ -93,8 +93,17 @@ impl Warehouse {
     }
 
     /// Loads a contract table; `None` when nothing has been imported into it yet.
+    ///
+    /// A table stored with other column types than the contract's (a warehouse landed by an
+    /// older rxcube, whose ids were integers) is an error that says how to re-land it.
     pub async fn load(&self, def: &TableDef) -> Result<Option<DeltaTable>> {
-        self.load_named(def.name).await
+        let Some(table) = self.load_named(def.name).await? else {
+            return Ok(None);
+        };
+        if let Ok(state) = table.snapshot() {
+            check_stored_schema(def, &state.snapshot().arrow_schema(), self.root())?;
+        }
+        Ok(Some(table))
     }
 
     /// The object store rooted at the directory `dir` (relative to the root), configured like
@@ -122,6 +131,52 @@ impl Warehouse {
                 source,
             })
     }
+}
+
+/// Compares a stored table's columns with the contract's.
+fn check_stored_schema(
+    def: &TableDef,
+    stored: &arrow::datatypes::Schema,
+    root: &Url,
+) -> Result<()> {
+    for c in def.columns {
+        let want = c.ty.arrow_type();
+        let Ok(field) = stored.field_with_name(c.name) else {
+            continue;
+        };
+        let got = field.data_type();
+        let same = match (&want, got) {
+            // Strings may come back dictionary-encoded or as views.
+            (arrow::datatypes::DataType::Utf8, t) => {
+                matches!(
+                    t,
+                    arrow::datatypes::DataType::Utf8
+                        | arrow::datatypes::DataType::LargeUtf8
+                        | arrow::datatypes::DataType::Utf8View
+                        | arrow::datatypes::DataType::Dictionary(..)
+                )
+            }
+            (w, g) => w == g,
+        };
+        if !same {
+            let why = if got.is_integer() && c.ty == rxcube_model::ColumnType::Text {
+                "identifiers are text labels now (RX101, 00423, E1001), and this table was landed by \
+                 an older rxcube with integer ids"
+            } else {
+                "the table was written by another version of rxcube"
+            };
+            return Err(WarehouseError::Schema {
+                table: def.name.to_string(),
+                reason: format!(
+                    "column {} is stored as {got}, the contract says {want}: {why}. Re-land the \
+                     warehouse: move {root} aside and import the source files again into a new \
+                     one (`rxcube demo` re-lands the demo warehouse by itself)",
+                    c.name
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

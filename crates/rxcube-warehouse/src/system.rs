@@ -2,7 +2,7 @@
 //! audit log.
 //!
 //! `system.import_log` has one row per file per import run (accepted or rejected, with its
-//! counts); `system.import_errors` one row per rejected record; `system.audit_log` one row per
+//! counts); `system.import_errors` one row per rejected record (and per warning kept); `system.audit_log` one row per
 //! login, failed login, denied statement and query of the Flight SQL server. All are Delta
 //! tables under `<root>/_rxcube/`, appended to, and queryable with SQL like any table.
 
@@ -65,6 +65,8 @@ impl SystemTable {
                 Field::new("replaced", DataType::UInt64, false),
                 Field::new("unchanged", DataType::UInt64, false),
                 Field::new("rejected", DataType::UInt64, false),
+                // Unusual values flagged by the contract's advisories (never a rejection).
+                Field::new("warnings", DataType::UInt64, false),
                 Field::new("table_version", DataType::Int64, true),
                 Field::new("message", DataType::Utf8, true),
             ],
@@ -76,6 +78,8 @@ impl SystemTable {
                 Field::new("column_name", DataType::Utf8, true),
                 Field::new("value", DataType::Utf8, true),
                 Field::new("reason", DataType::Utf8, false),
+                // error (the record was rejected) or warning (an advisory; the record landed)
+                Field::new("severity", DataType::Utf8, false),
             ],
             SystemTable::AuditLog => vec![
                 Field::new("at", ts, false),
@@ -110,6 +114,7 @@ pub struct ImportLogEntry {
     pub replaced: u64,
     pub unchanged: u64,
     pub rejected: u64,
+    pub warnings: u64,
     pub table_version: Option<i64>,
     pub message: Option<String>,
 }
@@ -124,6 +129,8 @@ pub struct ImportErrorEntry {
     pub column: Option<String>,
     pub value: Option<String>,
     pub reason: String,
+    /// `error` or `warning`.
+    pub severity: &'static str,
 }
 
 impl Warehouse {
@@ -200,6 +207,7 @@ fn log_batch(e: &[ImportLogEntry]) -> std::result::Result<RecordBatch, arrow::er
             u(|x| x.replaced),
             u(|x| x.unchanged),
             u(|x| x.rejected),
+            u(|x| x.warnings),
             Arc::new(Int64Array::from_iter(e.iter().map(|x| x.table_version))),
             Arc::new(StringArray::from_iter(
                 e.iter().map(|x| x.message.as_deref()),
@@ -223,6 +231,7 @@ fn errors_batch(
             )),
             Arc::new(StringArray::from_iter(e.iter().map(|x| x.value.as_deref()))),
             strings(e.iter().map(|x| x.reason.as_str())),
+            strings(e.iter().map(|x| x.severity)),
         ],
     )
 }
