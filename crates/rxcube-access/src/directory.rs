@@ -1,10 +1,16 @@
 //! Users, groups and privileges, kept as one JSON document in the warehouse
 //! (`_rxcube/access/directory.json`).
 //!
-//! A user has an argon2 password hash, an org [`Scope`] and group memberships; a user's
-//! privileges are the union of its groups' privileges. Every change rewrites the document in
-//! one atomic put (where the store supports it, conditional on the version read, so two
-//! concurrent changes cannot silently drop one another).
+//! A user has an account id (random, given when the user is added, so a name removed and added
+//! again is another account), an argon2 password hash, an org [`Scope`] and group memberships; a
+//! user's privileges are the union of its groups' privileges. Every change rewrites the
+//! document in one atomic put (where the store supports it, conditional on the version read, so
+//! two concurrent changes cannot silently drop one another).
+//!
+//! A signed-in session is bound to the account's [`Credential`] (account id, password hash,
+//! scope, groups), not to its name: the server compares it with the current directory on every
+//! call, so removing a user, adding the name again, or changing its password, scope or groups
+//! ends every session signed in before.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -62,6 +68,10 @@ impl FromStr for Privilege {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
+    /// The account's id: random, given when the user is added. Empty in documents written
+    /// before ids existed (the password hash, salted at random, then tells accounts apart).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
     /// `level:node`, e.g. `region:West`, `pharmacy:4`, `division:ALL`.
     pub scope: Scope,
     /// The argon2id hash, PHC string format.
@@ -86,6 +96,51 @@ impl Principal {
     pub fn may(&self, p: Privilege) -> bool {
         self.privileges.contains(&p)
     }
+}
+
+/// What a signed-in session stands for: one account as it was when it signed in. A session
+/// whose credential is no longer the account's current one (the user was removed, or added
+/// again under the same name, or its password, scope or groups changed) is over.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub name: String,
+    /// The account id ([`User::id`]).
+    pub account: String,
+    password: String,
+    scope: Scope,
+    groups: BTreeSet<String>,
+}
+
+impl Credential {
+    /// A digest of the whole credential, for keys naming it (the same in one process only).
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&self.name, &self.account, &self.password).hash(&mut h);
+        self.scope.to_string().hash(&mut h);
+        self.groups.hash(&mut h);
+        h.finish()
+    }
+}
+
+impl fmt::Debug for Credential {
+    /// Leaves the password hash out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("name", &self.name)
+            .field("account", &self.account)
+            .field("scope", &self.scope)
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new random account id (128 bits, hex).
+fn new_account_id() -> String {
+    argon2::password_hash::generate_salt()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Why a sign-in failed. Deliberately coarse towards the client (the audit log keeps which).
@@ -137,6 +192,19 @@ impl Default for Directory {
 pub struct Stored {
     pub directory: Directory,
     version: Option<UpdateVersion>,
+    tag: Option<String>,
+}
+
+/// What identifies one stored version of the document (e-tag, version, time and size), so a
+/// reader can tell cheaply (a `HEAD`) whether it changed.
+fn tag_of(meta: &object_store::ObjectMeta) -> String {
+    format!(
+        "{:?} {:?} {} {}",
+        meta.e_tag,
+        meta.version,
+        meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
+        meta.size
+    )
 }
 
 fn io(e: object_store::Error) -> AccessError {
@@ -153,6 +221,7 @@ impl Stored {
                     e_tag: got.meta.e_tag.clone(),
                     version: got.meta.version.clone(),
                 };
+                let tag = Some(tag_of(&got.meta));
                 let bytes = got.bytes().await.map_err(io)?;
                 let directory = serde_json::from_slice(&bytes).map_err(|e| {
                     AccessError::Store(format!(
@@ -162,12 +231,31 @@ impl Stored {
                 Ok(Self {
                     directory,
                     version: Some(version),
+                    tag,
                 })
             }
             Err(object_store::Error::NotFound { .. }) => Ok(Self {
                 directory: Directory::default(),
                 version: None,
+                tag: None,
             }),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// The stored version this directory was read from (`None`: there was no document).
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    /// The stored version of the document now, read with one `HEAD` (a `stat` on a local
+    /// warehouse): when it equals the [`tag`](Self::tag) of a loaded directory, that directory
+    /// is current.
+    pub async fn current_tag(store: &dyn ObjectStore) -> Result<Option<String>> {
+        let path = object_store::path::Path::from(DOCUMENT);
+        match store.head(&path).await {
+            Ok(meta) => Ok(Some(tag_of(&meta))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(io(e)),
         }
     }
@@ -206,6 +294,27 @@ impl Stored {
             ))),
             Err(e) => Err(io(e)),
         }
+    }
+}
+
+/// The store of a warehouse's directory document, for a reader that keeps the directory
+/// current (the server): [`load`](Self::load) it, then compare [`current_tag`](Self::current_tag)
+/// with the loaded [`Stored::tag`] before trusting it.
+#[derive(Debug, Clone)]
+pub struct DirectoryStore(std::sync::Arc<dyn ObjectStore>);
+
+impl DirectoryStore {
+    /// `store`: the warehouse's access store ([`crate::store`]).
+    pub fn new(store: std::sync::Arc<dyn ObjectStore>) -> Self {
+        Self(store)
+    }
+
+    pub async fn load(&self) -> Result<Stored> {
+        Stored::load(self.0.as_ref()).await
+    }
+
+    pub async fn current_tag(&self) -> Result<Option<String>> {
+        Stored::current_tag(self.0.as_ref()).await
     }
 }
 
@@ -260,11 +369,24 @@ impl Directory {
         self.users.insert(
             name.to_string(),
             User {
+                id: new_account_id(),
                 scope,
                 password: password_hash,
                 groups,
             },
         );
+        Ok(())
+    }
+
+    /// Replaces `name`'s password (its sessions end).
+    pub fn set_password(&mut self, name: &str, password_hash: String) -> Result<()> {
+        self.user_mut(name)?.password = password_hash;
+        Ok(())
+    }
+
+    /// Moves `name` to another scope (its sessions end).
+    pub fn set_scope(&mut self, name: &str, scope: Scope) -> Result<()> {
+        self.user_mut(name)?.scope = scope;
         Ok(())
     }
 
@@ -351,6 +473,29 @@ impl Directory {
         Ok(principal)
     }
 
+    /// The credential a session of `name` signed in now is bound to.
+    pub fn credential(&self, name: &str) -> Option<Credential> {
+        let user = self.users.get(name)?;
+        Some(Credential {
+            name: name.to_string(),
+            account: user.id.clone(),
+            password: user.password.clone(),
+            scope: user.scope.clone(),
+            groups: user.groups.clone(),
+        })
+    }
+
+    /// The principal of a session bound to `credential`, if that credential is still the
+    /// account's current one and it may still query; `None` ends the session.
+    pub fn session_principal(&self, credential: &Credential) -> Option<Principal> {
+        let current = self.credential(&credential.name)?;
+        if current != *credential {
+            return None;
+        }
+        self.principal(&credential.name)
+            .filter(|p| p.may(Privilege::Query))
+    }
+
     /// The principal `name` stands for now (no password check).
     pub fn principal(&self, name: &str) -> Option<Principal> {
         let user = self.users.get(name)?;
@@ -403,6 +548,66 @@ mod tests {
     }
 
     #[test]
+    fn a_session_credential_ends_with_any_change_of_its_account() {
+        let mut d = Directory::default();
+        let h = hash_password("pw").expect("hash");
+        d.add_user("ann", scope("region:West"), h.clone(), &[])
+            .expect("add");
+        let signed_in = d.credential("ann").expect("ann");
+        assert_eq!(signed_in.account.len(), 32, "{signed_in:?}");
+        assert!(d.session_principal(&signed_in).is_some());
+
+        // Group privileges change what the session may do, not which account it is.
+        d.grant("analysts", Privilege::Audit).expect("grant");
+        assert!(
+            d.session_principal(&signed_in)
+                .expect("still ann")
+                .may(Privilege::Audit)
+        );
+
+        let mut changed = d.clone();
+        changed.join("ann", "administrators").expect("join");
+        assert!(changed.session_principal(&signed_in).is_none(), "groups");
+        let mut changed = d.clone();
+        changed
+            .set_scope("ann", scope("pharmacy:4"))
+            .expect("scope");
+        assert!(changed.session_principal(&signed_in).is_none(), "scope");
+        let mut changed = d.clone();
+        changed
+            .set_password("ann", hash_password("pw2").expect("hash"))
+            .expect("password");
+        assert!(changed.session_principal(&signed_in).is_none(), "password");
+        assert!(changed.set_password("bob", h.clone()).is_err());
+
+        // Removed, then added again under the same name, scope, groups and even hash.
+        let mut again = d.clone();
+        again.remove_user("ann").expect("remove");
+        assert!(again.session_principal(&signed_in).is_none(), "removed");
+        again
+            .add_user("ann", scope("region:West"), h, &[])
+            .expect("add again");
+        let new = again.credential("ann").expect("ann");
+        assert_ne!(new.account, signed_in.account);
+        assert!(again.session_principal(&signed_in).is_none(), "re-added");
+        assert!(again.session_principal(&new).is_some());
+    }
+
+    #[test]
+    fn a_directory_without_account_ids_still_reads() {
+        let h = hash_password("pw").expect("hash");
+        let doc = serde_json::json!({
+            "users": {"ann": {"scope": "pharmacy:4", "password": h, "groups": ["analysts"]}},
+            "groups": {"analysts": {"privileges": ["query"]}},
+        });
+        let d: Directory = serde_json::from_value(doc).expect("reads");
+        let c = d.credential("ann").expect("ann");
+        assert_eq!(c.account, "");
+        assert!(d.session_principal(&c).is_some());
+        assert!(d.authenticate("ann", "pw").is_ok());
+    }
+
+    #[test]
     fn names_and_duplicates_are_checked() {
         let mut d = Directory::default();
         let h = hash_password("x").expect("hash");
@@ -436,10 +641,23 @@ mod tests {
 
         let a = Stored::load(&store).await.expect("load");
         let mut b = Stored::load(&store).await.expect("load");
+        let tag = Stored::current_tag(&store).await.expect("head");
+        assert!(tag.is_some());
+        assert_eq!(a.tag(), tag.as_deref());
         assert_eq!(a.directory.users["ann"].scope, scope("pharmacy:4"));
         a.save(&store).await.expect("first writer wins");
         b.directory.remove_user("ann").expect("remove");
         let err = b.save(&store).await.unwrap_err().to_string();
         assert!(err.contains("changed while this command ran"), "{err}");
+
+        let mut c = Stored::load(&store).await.expect("load");
+        c.directory.remove_user("ann").expect("remove");
+        c.save(&store).await.expect("save");
+        let now = Stored::current_tag(&store).await.expect("head");
+        assert_ne!(now, tag, "a saved change is a new version");
+        assert_eq!(
+            Stored::load(&store).await.expect("load").tag(),
+            now.as_deref()
+        );
     }
 }
