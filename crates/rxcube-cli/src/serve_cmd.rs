@@ -14,6 +14,17 @@ flightsql-dbapi / SQLAlchemy, the Flight SQL JDBC driver). Clients sign in with 
 Utf8View). It picks up new imports, rollups and user changes every --reload seconds, writes the \
 audit log (system.audit_log) every second, and stops gracefully on Ctrl-C or SIGTERM.
 
+Limits: every statement is measured before it is planned (--max-statement-tokens, \
+--max-expression-depth), runs under a timeout (--statement-timeout) with a memory pool of its \
+own (--query-memory-limit) drawn from the server's (--memory-limit), spilling to at most \
+--spill-limit of temporary files, and is stopped when its client goes away. A planned result \
+not fetched within --ticket-ttl is dropped; a session holds at most --max-open-tickets of them \
+and --max-prepared-statements; a user at most --max-sessions-per-user sessions (signing in \
+again ends the oldest) and --max-running-per-user statements at once. Sign-ins are throttled: \
+after --max-failed-logins failures for a name (--max-failed-logins-per-address from an address) \
+every attempt waits, even with the right password, 1 s and doubling with each further failure \
+(at most 5 min). Sizes are written like 512MiB, 4GiB, 2G.
+
 With no flags it serves the demo warehouse on 127.0.0.1:50051 (demo users: admin, dana, rita, \
 sam, lena, pat; password demo).
 
@@ -40,6 +51,108 @@ pub struct ServeArgs {
     /// Seconds between reloads of the warehouse (new data, rollups, users).
     #[arg(long, default_value_t = 10)]
     reload: u64,
+    /// Memory all running queries may hold together [default: half of the machine's memory].
+    #[arg(long, value_parser = size, value_name = "SIZE")]
+    memory_limit: Option<u64>,
+    /// Memory one query may hold; sorts, aggregations and joins spill past it where they can,
+    /// others fail [default: a quarter of --memory-limit].
+    #[arg(long, value_parser = size, value_name = "SIZE")]
+    query_memory_limit: Option<u64>,
+    /// Temporary disk space spilled queries may use together.
+    #[arg(long, value_parser = size, value_name = "SIZE", default_value = "16GiB")]
+    spill_limit: u64,
+    /// Seconds a statement may plan, and then run, before it is stopped.
+    #[arg(long, value_name = "S", default_value_t = 300)]
+    statement_timeout: u64,
+    /// Seconds a planned result waits to be fetched (DoGet) before it is dropped.
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    ticket_ttl: u64,
+    /// Results planned and not yet fetched, per session.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    max_open_tickets: usize,
+    /// Prepared statements open at once, per session.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_prepared_statements: usize,
+    /// Sessions (sign-ins) per user; signing in again ends the oldest.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    max_sessions_per_user: usize,
+    /// Statements a user may plan or run at once.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    max_running_per_user: usize,
+    /// Deepest nesting of expressions and subqueries in a statement (`a OR b OR c` nests one
+    /// level per term).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_expression_depth: usize,
+    /// Most tokens (words, literals, operators) in a statement.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_statement_tokens: usize,
+    /// Failed sign-ins of a user name before every further attempt waits.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_failed_logins: u32,
+    /// Failed sign-ins from one client address before every further attempt from it waits.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    max_failed_logins_per_address: u32,
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    rxcube_server::limits::parse_bytes(s)
+}
+
+fn positive(name: &str, n: u64) -> anyhow::Result<u64> {
+    anyhow::ensure!(n > 0, "--{name} must be at least 1");
+    Ok(n)
+}
+
+impl ServeArgs {
+    fn limits(&self) -> anyhow::Result<rxcube_server::Limits> {
+        let defaults = rxcube_server::Limits::default();
+        let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let memory_limit = self.memory_limit.map_or(defaults.memory_limit, bytes);
+        let query_memory_limit = self.query_memory_limit.map_or(memory_limit / 4, bytes);
+        anyhow::ensure!(
+            query_memory_limit <= memory_limit,
+            "--query-memory-limit ({}) is above --memory-limit ({})",
+            rxcube_server::limits::human_bytes(query_memory_limit as u64),
+            rxcube_server::limits::human_bytes(memory_limit as u64)
+        );
+        Ok(rxcube_server::Limits {
+            max_expression_depth: positive(
+                "max-expression-depth",
+                self.max_expression_depth as u64,
+            )? as usize,
+            max_statement_tokens: positive(
+                "max-statement-tokens",
+                self.max_statement_tokens as u64,
+            )? as usize,
+            memory_limit,
+            query_memory_limit,
+            spill_limit: self.spill_limit,
+            statement_timeout: Duration::from_secs(positive(
+                "statement-timeout",
+                self.statement_timeout,
+            )?),
+            ticket_ttl: Duration::from_secs(positive("ticket-ttl", self.ticket_ttl)?),
+            max_open_tickets: positive("max-open-tickets", self.max_open_tickets as u64)? as usize,
+            max_prepared_statements: positive(
+                "max-prepared-statements",
+                self.max_prepared_statements as u64,
+            )? as usize,
+            max_sessions_per_user: positive(
+                "max-sessions-per-user",
+                self.max_sessions_per_user as u64,
+            )? as usize,
+            max_running_per_user: positive(
+                "max-running-per-user",
+                self.max_running_per_user as u64,
+            )? as usize,
+            max_failed_logins: positive("max-failed-logins", u64::from(self.max_failed_logins))?
+                as u32,
+            max_failed_logins_per_address: positive(
+                "max-failed-logins-per-address",
+                u64::from(self.max_failed_logins_per_address),
+            )? as u32,
+        })
+    }
 }
 
 async fn shutdown_signal() {
@@ -65,6 +178,7 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let limits = args.limits()?;
     let demo = args.warehouse.is_default();
     let warehouse = args.warehouse.open().await?;
     if demo {
@@ -76,6 +190,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         token_ttl: Duration::from_secs(args.token_ttl.max(1)),
         reload: Duration::from_secs(args.reload.max(1)),
         audit_flush: Duration::from_secs(1),
+        limits,
     };
     rxcube_server::serve(warehouse, options, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

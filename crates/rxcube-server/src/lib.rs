@@ -5,9 +5,14 @@
 //!   metadata.
 //! - [`metadata`]: `GetSqlInfo`, `GetXdbcTypeInfo` and primary keys.
 //! - [`wire`]: plain (non-view) types for clients, `?` placeholders, bound parameters.
+//! - [`limits`]: what a statement, a session and a user may take (statement size and depth,
+//!   memory, time, tickets, prepared statements), and the memory pools that hold them to it.
+//! - [`throttle`]: failed sign-ins slow down the names and addresses making them.
 
+pub mod limits;
 pub mod metadata;
 pub mod service;
+pub mod throttle;
 pub mod wire;
 
 use std::future::Future;
@@ -20,6 +25,7 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use rxcube_warehouse::Warehouse;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+pub use limits::Limits;
 pub use service::Service;
 
 /// How to serve.
@@ -34,6 +40,8 @@ pub struct Options {
     pub reload: Duration,
     /// How often the audit log is written.
     pub audit_flush: Duration,
+    /// What statements, sessions and users may take.
+    pub limits: Limits,
 }
 
 /// Serves `warehouse` until `shutdown` completes, then finishes the calls in flight and
@@ -43,14 +51,18 @@ pub async fn serve(
     options: Options,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let service = Service::new(warehouse.clone(), options.token_ttl)
+    let service = Service::new(warehouse.clone(), options.token_ttl, options.limits.clone())
         .await
         .with_context(|| format!("cannot open the warehouse {}", warehouse.root()))?;
     let listener = tokio::net::TcpListener::bind(options.address)
         .await
         .with_context(|| format!("cannot listen on {}", options.address))?;
     let local = listener.local_addr()?;
-    let mut server = Server::builder();
+    // Peers that vanish without closing (a client killed, a network gone) are noticed within
+    // a minute, ending their calls and the queries behind them.
+    let mut server = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     let scheme = match &options.tls {
         Some((cert, key)) => {
             // Two crypto providers are linked (ring, aws-lc-rs): name one for the process.
@@ -84,6 +96,16 @@ pub async fn serve(
             }
         })
     };
+    let sweeper = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                service.sweep();
+            }
+        })
+    };
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -99,6 +121,7 @@ pub async fn serve(
         )
         .await;
     reloader.abort();
+    sweeper.abort();
     flusher.abort();
     audit.flush().await.context("cannot write the audit log")?;
     result.context("the Flight SQL server failed")

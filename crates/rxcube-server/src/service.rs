@@ -5,11 +5,28 @@
 //! session ([`rxcube_access::Snapshot::user_session`]), so the scope is part of the plan.
 //! Results are planned once, at `GetFlightInfo`; the ticket names the planned statement, is
 //! random, and is bound to the session that planned it.
+//!
+//! A token is bound to the account that signed in ([`Credential`]), checked against the
+//! current directory on every call (one `HEAD` of the directory document tells whether it
+//! changed), so a removed user, a name added again, or a changed password, scope or group
+//! membership ends its sessions at once. Failed sign-ins are throttled ([`Throttle`]).
+//!
+//! Statements are bounded ([`Limits`]): measured before planning ([`limits::parse_checked`]),
+//! planned on the planning runtime and run on the query runtime (threads with a large stack,
+//! apart from the threads serving the network), each under a statement timeout and its own
+//! memory pool drawing from the server's. Every operator of a plan yields to the scheduler
+//! regularly ([`cooperative`]), so no query holds a thread for long. A result is computed by a
+//! task of its own; the network side ([`Results`]) keeps the timeout and the audit entry, and
+//! drops the task (stopping the plan's work) when the client goes away or time is up. Planned
+//! results not fetched within the ticket lifetime are dropped.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -28,11 +45,12 @@ use arrow_flight::sql::{
     SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
-    SchemaAsIpc, Ticket,
+    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use base64::Engine;
 use datafusion::common::ParamValues;
+use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
@@ -41,18 +59,22 @@ use datafusion::sql::parser::Statement;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use rxcube_access::audit::{AuditLog, Entry, Event};
-use rxcube_access::{Directory, Principal, Snapshot};
+use rxcube_access::directory::{Credential, DirectoryStore};
+use rxcube_access::{Directory, Principal, Snapshot, Stored};
 use rxcube_warehouse::Warehouse;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::limits::{self, Limits, Memory, Refused};
 use crate::metadata;
+use crate::throttle::Throttle;
 use crate::wire;
 
-/// A bearer token's session.
+/// A bearer token's session: one account as it signed in.
 #[derive(Debug, Clone)]
 struct Session {
-    user: String,
+    credential: Credential,
+    created: Instant,
     expires: Instant,
 }
 
@@ -75,23 +97,116 @@ struct Prepared {
     owner: String,
     sql: String,
     parameters: Option<RecordBatch>,
-    created: Instant,
+    used: Instant,
 }
 
-/// What tickets and handles stay valid for when unused.
-const PENDING_TTL: Duration = Duration::from_secs(3600);
+/// A runtime statements are parsed and planned on (`rxcube-plan`), or run on
+/// (`rxcube-query`): its threads have a stack of [`limits::QUERY_THREAD_STACK`], and the
+/// network is served by other threads, so a busy query holds up neither sign-ins, metadata and
+/// timeouts, nor the planning of other statements.
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl QueryRuntime {
+    fn new(name: &str, workers: usize) -> std::io::Result<Self> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(1))
+            .max_blocking_threads(64)
+            .thread_stack_size(limits::QUERY_THREAD_STACK)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .map(|rt| Self(Some(rt)))
+    }
+
+    /// Spawns `work`; dropping the returned task aborts it.
+    fn spawn<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<Task<T>, Status> {
+        let rt = self
+            .0
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("the server is stopping"))?;
+        Ok(Task(rt.spawn(work)))
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime may not block in an async context.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A task on the query runtime, aborted when dropped (its caller went away).
+struct Task<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for Task<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// Statements each user is planning or running now.
+type Running = Arc<Mutex<HashMap<String, usize>>>;
+
+/// One statement of a user being planned or run; counted until dropped.
+struct RunningStatement {
+    running: Running,
+    user: String,
+}
+
+impl Drop for RunningStatement {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.running.lock()
+            && let Some(n) = r.get_mut(&self.user)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                r.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// The users' directory as last read, and the stored version it was read from.
+struct CurrentDirectory {
+    directory: Arc<Directory>,
+    tag: Option<String>,
+}
 
 pub struct Service {
+    me: Weak<Service>,
     warehouse: Warehouse,
     snapshot: RwLock<Arc<Snapshot>>,
-    directory: RwLock<Arc<Directory>>,
+    directory: RwLock<CurrentDirectory>,
+    /// One directory reload at a time.
+    directory_reload: tokio::sync::Mutex<()>,
+    access: DirectoryStore,
     sessions: Mutex<HashMap<String, Session>>,
     planned: Mutex<HashMap<String, Planned>>,
     prepared: Mutex<HashMap<String, Prepared>>,
     /// Each principal's session over the current snapshot, built on its first statement.
     user_sessions: Mutex<HashMap<String, (Arc<Snapshot>, SessionContext)>>,
+    running: Running,
+    throttle: Throttle,
+    /// Password checks at once (each argon2 check takes tens of milliseconds and MiBs).
+    sign_ins: tokio::sync::Semaphore,
     audit: Arc<AuditLog>,
     token_ttl: Duration,
+    limits: Limits,
+    memory: Memory,
+    planner: QueryRuntime,
+    executor: QueryRuntime,
 }
 
 /// A unique, unguessable identifier (256 random bits).
@@ -103,7 +218,7 @@ fn secret() -> String {
     )
 }
 
-fn flight_error(e: datafusion::error::DataFusionError) -> FlightError {
+fn flight_error(e: DataFusionError) -> FlightError {
     FlightError::ExternalError(Box::new(e))
 }
 
@@ -115,31 +230,94 @@ fn client<T>(r: &Request<T>) -> Option<String> {
     r.remote_addr().map(|a: SocketAddr| a.to_string())
 }
 
+fn address<T>(r: &Request<T>) -> Option<IpAddr> {
+    r.remote_addr().map(|a| a.ip())
+}
+
+/// The status of a failed plan or query: running out of memory or spill space is
+/// `RESOURCE_EXHAUSTED`, anything else keeps DataFusion's message.
+fn query_status(e: &DataFusionError) -> Status {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(why) => {
+            Status::resource_exhausted(format!("resources exhausted: {why}"))
+        }
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn flight_status(e: FlightError) -> Status {
+    match e {
+        FlightError::ExternalError(b) => match b.downcast::<DataFusionError>() {
+            Ok(df) => query_status(&df),
+            Err(other) => Status::internal(other.to_string()),
+        },
+        other => Status::from(other),
+    }
+}
+
+/// The caller of a call: the key its tickets and handles are bound to (the token, or the
+/// basic-auth account), and the principal.
 type Caller = (String, Principal);
 
 impl Service {
     pub async fn new(
         warehouse: Warehouse,
         token_ttl: Duration,
-    ) -> Result<Arc<Self>, rxcube_access::AccessError> {
+        limits: Limits,
+    ) -> anyhow::Result<Arc<Self>> {
         let snapshot = Snapshot::load(&warehouse).await?;
-        let directory = rxcube_access::load_directory(&warehouse).await?.directory;
+        let access = DirectoryStore::new(rxcube_access::store(&warehouse)?);
+        let stored = access.load().await?;
+        let tag = stored.tag().map(str::to_string);
         let audit = AuditLog::new(warehouse.clone());
-        Ok(Arc::new(Self {
+        let memory = Memory::new(&limits)?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let planner = QueryRuntime::new("rxcube-plan", cores)?;
+        // More threads than cores: a query busy in a long step holds one thread, not a core's
+        // worth of every other client's work.
+        let executor = QueryRuntime::new("rxcube-query", (2 * cores).max(4))?;
+        let checks = cores;
+        Ok(Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             warehouse,
             snapshot: RwLock::new(Arc::new(snapshot)),
-            directory: RwLock::new(Arc::new(directory)),
+            directory: RwLock::new(CurrentDirectory {
+                directory: Arc::new(stored.directory),
+                tag,
+            }),
+            directory_reload: tokio::sync::Mutex::new(()),
+            access,
             sessions: Mutex::default(),
             planned: Mutex::default(),
             prepared: Mutex::default(),
             user_sessions: Mutex::default(),
+            running: Running::default(),
+            throttle: Throttle::new(
+                limits.max_failed_logins,
+                limits.max_failed_logins_per_address,
+            ),
+            sign_ins: tokio::sync::Semaphore::new(checks),
             audit,
             token_ttl,
+            limits,
+            memory,
+            planner,
+            executor,
         }))
     }
 
     pub fn audit(&self) -> Arc<AuditLog> {
         self.audit.clone()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn arc(&self) -> Result<Arc<Self>, Status> {
+        self.me
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("the server is stopping"))
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -149,37 +327,121 @@ impl Service {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
-    fn directory(&self) -> Arc<Directory> {
+    fn loaded_directory(&self) -> (Arc<Directory>, Option<String>) {
+        let read = |d: &CurrentDirectory| (d.directory.clone(), d.tag.clone());
         self.directory
             .read()
-            .map(|s| s.clone())
-            .unwrap_or_else(|e| e.into_inner().clone())
+            .map(|d| read(&d))
+            .unwrap_or_else(|e| read(&e.into_inner()))
     }
 
-    /// Reloads the warehouse (new table and rollup versions) and the users; forgets expired
-    /// sessions, tickets and handles. Run periodically.
+    /// The directory as stored now: the loaded one if the document is unchanged (one `HEAD`),
+    /// else read again (ending the sessions it no longer holds). Fails closed: a directory
+    /// that cannot be checked signs nobody in.
+    async fn current_directory(&self) -> Result<Arc<Directory>, Status> {
+        let unavailable = |e: rxcube_access::AccessError| {
+            tracing::warn!("cannot check the user directory: {e}");
+            Status::unavailable(format!("cannot check the user directory: {e}"))
+        };
+        let now = self.access.current_tag().await.map_err(unavailable)?;
+        let (directory, tag) = self.loaded_directory();
+        if tag == now {
+            return Ok(directory);
+        }
+        let _one = self.directory_reload.lock().await;
+        let (directory, tag) = self.loaded_directory();
+        if tag == now {
+            return Ok(directory);
+        }
+        let stored = self.access.load().await.map_err(unavailable)?;
+        Ok(self.install_directory(stored))
+    }
+
+    /// Makes `stored` the current directory; ends the sessions it no longer holds.
+    fn install_directory(&self, stored: Stored) -> Arc<Directory> {
+        let tag = stored.tag().map(str::to_string);
+        let directory = Arc::new(stored.directory);
+        if let Ok(mut d) = self.directory.write() {
+            *d = CurrentDirectory {
+                directory: directory.clone(),
+                tag,
+            };
+        }
+        let ended: Vec<String> = self
+            .sessions
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|(_, v)| directory.session_principal(&v.credential).is_none())
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for token in &ended {
+            self.end_session(token);
+        }
+        directory
+    }
+
+    /// Forgets a session with its tickets and prepared statements.
+    fn end_session(&self, token: &str) {
+        if let Ok(mut s) = self.sessions.lock() {
+            s.remove(token);
+        }
+        if let Ok(mut p) = self.planned.lock() {
+            p.retain(|_, v| v.owner != token);
+        }
+        if let Ok(mut p) = self.prepared.lock() {
+            p.retain(|_, v| v.owner != token);
+        }
+    }
+
+    /// Reloads the warehouse (new table and rollup versions) and the users. Run periodically.
     pub async fn reload(&self) -> Result<(), rxcube_access::AccessError> {
         let snapshot = Snapshot::load(&self.warehouse).await?;
-        let directory = rxcube_access::load_directory(&self.warehouse)
-            .await?
-            .directory;
         if let Ok(mut s) = self.snapshot.write() {
             *s = Arc::new(snapshot);
         }
-        if let Ok(mut d) = self.directory.write() {
-            *d = Arc::new(directory);
-        }
-        let now = Instant::now();
-        if let Ok(mut s) = self.sessions.lock() {
-            s.retain(|_, v| v.expires > now);
-        }
-        if let Ok(mut p) = self.planned.lock() {
-            p.retain(|_, v| now.duration_since(v.created) < PENDING_TTL);
-        }
-        if let Ok(mut p) = self.prepared.lock() {
-            p.retain(|_, v| now.duration_since(v.created) < PENDING_TTL);
-        }
+        let _one = self.directory_reload.lock().await;
+        let stored = self.access.load().await?;
+        self.install_directory(stored);
         Ok(())
+    }
+
+    /// Forgets expired sessions, tickets not fetched in time, idle prepared statements and old
+    /// sign-in failures. Run every second or so.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .sessions
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|(_, v)| v.expires <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for token in &expired {
+            self.end_session(token);
+        }
+        let stale: Vec<Planned> = match self.planned.lock() {
+            Ok(mut p) => {
+                let keys: Vec<String> = p
+                    .iter()
+                    .filter(|(_, v)| now.duration_since(v.created) >= self.limits.ticket_ttl)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                keys.iter().filter_map(|k| p.remove(k)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        // Dropped outside the lock.
+        drop(stale);
+        if let Ok(mut p) = self.prepared.lock() {
+            p.retain(|_, v| now.duration_since(v.used) < limits::PREPARED_IDLE_TTL);
+        }
+        self.throttle.sweep(now);
     }
 
     /// `principal`'s session over `snapshot`: built once per snapshot and principal (name,
@@ -207,21 +469,54 @@ impl Service {
         Ok(ctx)
     }
 
-    /// Checks `user:password`, recording the login or the failure.
-    fn sign_in(
+    /// Checks `user:password`, recording the login or the failure; refuses at once (without
+    /// checking) while the name or the address must wait after failed attempts.
+    async fn sign_in<T>(
         &self,
         user: &str,
         password: &str,
-        client: Option<String>,
-    ) -> Result<Principal, Status> {
-        match self.directory().authenticate(user, password) {
-            Ok(p) => {
+        request: &Request<T>,
+    ) -> Result<(Principal, Credential), Status> {
+        let client = client(request);
+        let address = address(request);
+        let _check = self
+            .sign_ins
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the server is stopping"))?;
+        if let Some(locked) = self.throttle.locked(user, address, Instant::now()) {
+            let why = format!(
+                "too many failed sign-ins for {}: retry in {} s",
+                locked.who,
+                locked.seconds()
+            );
+            let mut e = Entry::new(user, Event::Denied);
+            e.client = client;
+            e.detail = Some(why.clone());
+            self.audit.record(e);
+            return Err(Status::resource_exhausted(why));
+        }
+        let directory = self.current_directory().await?;
+        let checked = {
+            let directory = directory.clone();
+            let (user, password) = (user.to_string(), password.to_string());
+            tokio::task::spawn_blocking(move || directory.authenticate(&user, &password))
+                .await
+                .map_err(internal)?
+        };
+        match checked.map(|p| (directory.credential(&p.name), p)) {
+            Ok((Some(credential), principal)) => {
+                self.throttle.succeeded(user);
                 let mut e = Entry::new(user, Event::Login);
                 e.client = client;
                 self.audit.record(e);
-                Ok(p)
+                Ok((principal, credential))
             }
+            Ok((None, _)) => Err(Status::unauthenticated("invalid user name or password")),
             Err(refusal) => {
+                if refusal != rxcube_access::Refusal::NoQueryPrivilege {
+                    self.throttle.failed(user, address, Instant::now());
+                }
                 let mut e = Entry::new(user, Event::LoginFailed);
                 e.client = client;
                 e.detail = Some(refusal.to_string());
@@ -231,8 +526,8 @@ impl Service {
         }
     }
 
-    /// Who is calling: a valid bearer token's user, or valid basic credentials.
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+    /// Who is calling: a valid bearer token's account as it is now, or valid basic credentials.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let header = request
             .metadata()
             .get("authorization")
@@ -248,54 +543,171 @@ impl Service {
                     Status::unauthenticated("unknown or expired token: sign in again")
                 })?;
             if session.expires <= Instant::now() {
-                if let Ok(mut s) = self.sessions.lock() {
-                    s.remove(token);
-                }
+                self.end_session(token);
                 return Err(Status::unauthenticated(
                     "the token has expired: sign in again",
                 ));
             }
-            let principal = self
-                .directory()
-                .principal(&session.user)
-                .filter(|p| p.may(rxcube_access::Privilege::Query))
-                .ok_or_else(|| {
-                    Status::unauthenticated(format!(
-                        "user '{}' may no longer sign in",
-                        session.user
-                    ))
-                })?;
+            let directory = self.current_directory().await?;
+            let Some(principal) = directory.session_principal(&session.credential) else {
+                self.end_session(token);
+                return Err(Status::unauthenticated(format!(
+                    "the account '{}' signed in to was removed or changed (password, scope \
+                     or groups) since, or may no longer query: sign in again",
+                    session.credential.name
+                )));
+            };
             return Ok((token.to_string(), principal));
         }
         if let Some((user, password)) = basic(header) {
-            let principal = self.sign_in(&user, &password, client(request))?;
-            return Ok((format!("basic:{user}"), principal));
+            let (principal, credential) = self.sign_in(&user, &password, request).await?;
+            return Ok((
+                format!("basic:{user}:{:016x}", credential.fingerprint()),
+                principal,
+            ));
         }
         Err(Status::unauthenticated(
             "authorization must be Basic or Bearer",
         ))
     }
 
-    fn deny(&self, caller: &Caller, sql: &str, client: Option<String>, why: &str) -> Status {
-        let mut e = Entry::new(&caller.1.name, Event::Denied);
+    /// Records a refused statement (`event`: denied, or error) and returns `status`.
+    fn refuse(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        client: Option<String>,
+        event: Event,
+        status: Status,
+    ) -> Status {
+        let mut e = Entry::new(&caller.1.name, event);
         e.sql = Some(sql.to_string());
         e.client = client;
-        e.detail = Some(why.to_string());
+        e.detail = Some(status.message().to_string());
         self.audit.record(e);
-        Status::permission_denied(why.to_string())
+        status
+    }
+
+    fn deny(&self, caller: &Caller, sql: &str, client: Option<String>, why: &str) -> Status {
+        self.refuse(
+            caller,
+            sql,
+            client,
+            Event::Denied,
+            Status::permission_denied(why.to_string()),
+        )
     }
 
     fn failed(&self, caller: &Caller, sql: &str, client: Option<String>, why: &str) -> Status {
-        let mut e = Entry::new(&caller.1.name, Event::Error);
-        e.sql = Some(sql.to_string());
-        e.client = client;
-        e.detail = Some(why.to_string());
-        self.audit.record(e);
-        Status::invalid_argument(why.to_string())
+        self.refuse(
+            caller,
+            sql,
+            client,
+            Event::Error,
+            Status::invalid_argument(why.to_string()),
+        )
     }
 
-    /// The caller's session and the logical plan of `sql` in it, refused when it reads a
-    /// relation outside the caller's view or is not a query.
+    /// Counts a statement of the caller as planning or running, refused beyond the limit.
+    fn start_running(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        client: Option<String>,
+    ) -> Result<RunningStatement, Status> {
+        let user = caller.1.name.clone();
+        let limit = self.limits.max_running_per_user;
+        let admitted = self.running.lock().map(|mut r| {
+            let n = r.entry(user.clone()).or_default();
+            if *n >= limit {
+                false
+            } else {
+                *n += 1;
+                true
+            }
+        });
+        if admitted.unwrap_or(false) {
+            return Ok(RunningStatement {
+                running: self.running.clone(),
+                user,
+            });
+        }
+        Err(self.refuse(
+            caller,
+            sql,
+            client,
+            Event::Denied,
+            Status::resource_exhausted(format!(
+                "user '{user}' is already planning or running {limit} statements, the most \
+                 the server allows at once (--max-running-per-user): wait for one to finish"
+            )),
+        ))
+    }
+
+    fn open_tickets(&self, owner: &str) -> usize {
+        self.planned
+            .lock()
+            .map(|p| p.values().filter(|v| v.owner == owner).count())
+            .unwrap_or(0)
+    }
+
+    fn too_many_tickets(&self, caller: &Caller, sql: &str, client: Option<String>) -> Status {
+        self.refuse(
+            caller,
+            sql,
+            client,
+            Event::Denied,
+            Status::resource_exhausted(format!(
+                "this session already holds {} results planned and not fetched, the most the \
+                 server allows (--max-open-tickets): fetch them (DoGet), or let them expire \
+                 {} s after planning (--ticket-ttl)",
+                self.limits.max_open_tickets,
+                self.limits.ticket_ttl.as_secs()
+            )),
+        )
+    }
+
+    /// Runs `work` (parsing and planning a statement of `caller`) on the planning runtime,
+    /// within the statement timeout (kept here, off the planning threads); abandoned if the
+    /// call is (the client went away).
+    async fn planning<T: Send + 'static>(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        client: Option<String>,
+        work: impl Future<Output = Result<T, Status>> + Send + 'static,
+    ) -> Result<T, Status> {
+        let _running = self.start_running(caller, sql, client.clone())?;
+        let timeout = self.limits.statement_timeout;
+        let task = self.planner.spawn(work)?;
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(done)) => done,
+            Err(_) => Err(self.refuse(
+                caller,
+                sql,
+                client,
+                Event::Error,
+                Status::deadline_exceeded(format!(
+                    "statement timeout: planning took longer than {} s (--statement-timeout)",
+                    timeout.as_secs_f64()
+                )),
+            )),
+            Ok(Err(e)) => {
+                tracing::error!(sql, "planning failed: {e}");
+                Err(self.refuse(
+                    caller,
+                    sql,
+                    client,
+                    Event::Error,
+                    Status::internal(format!("the statement could not be planned: {e}")),
+                ))
+            }
+        }
+    }
+
+    /// The caller's session and the logical plan of `sql` in it, refused when it is over a
+    /// limit, reads a relation outside the caller's view or is not a query. Run on the query
+    /// runtime.
     async fn logical(
         &self,
         caller: &Caller,
@@ -305,9 +717,22 @@ impl Service {
         let snapshot = self.snapshot();
         let ctx = self.user_session(&snapshot, &caller.1).await?;
         let state = ctx.state();
-        let statement = state
-            .sql_to_statement(sql, &state.config().options().sql_parser.dialect)
-            .map_err(|e| self.failed(caller, sql, client.clone(), &e.to_string()))?;
+        let parsed = {
+            let dialect = &state.config().options().sql_parser.dialect;
+            let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(dialect)
+                .ok_or_else(|| Status::internal(format!("unknown SQL dialect {dialect}")))?;
+            limits::parse_checked(sql, dialect.as_ref(), &self.limits)
+        };
+        let statement = parsed.map_err(|refused| match refused {
+            Refused::Limit(why) => self.refuse(
+                caller,
+                sql,
+                client.clone(),
+                Event::Denied,
+                Status::resource_exhausted(why),
+            ),
+            Refused::Invalid(why) => self.failed(caller, sql, client.clone(), &why),
+        })?;
         if !reads(&statement) {
             return Err(self.deny(
                 caller,
@@ -338,11 +763,27 @@ impl Service {
         let plan = state
             .statement_to_plan(statement)
             .await
-            .map_err(|e| self.failed(caller, sql, client.clone(), &e.to_string()))?;
+            .map_err(|e| self.plan_failed(caller, sql, client.clone(), &e))?;
         Ok((ctx, plan))
     }
 
-    /// Plans `sql` (with each parameter set, if any) and keeps it for a `DoGet`.
+    fn plan_failed(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        client: Option<String>,
+        e: &DataFusionError,
+    ) -> Status {
+        match e.find_root() {
+            DataFusionError::ResourcesExhausted(_) => {
+                self.refuse(caller, sql, client, Event::Error, query_status(e))
+            }
+            _ => self.failed(caller, sql, client, &e.to_string()),
+        }
+    }
+
+    /// Plans `sql` (with each parameter set, if any) and keeps it for a `DoGet`. Run on the
+    /// query runtime.
     async fn plan(
         &self,
         caller: &Caller,
@@ -370,8 +811,8 @@ impl Service {
             let plan = DataFrame::new(ctx.state(), logical)
                 .create_physical_plan()
                 .await
-                .map_err(|e| self.failed(caller, sql, client.clone(), &e.to_string()))?;
-            plans.push(plan);
+                .map_err(|e| self.plan_failed(caller, sql, client.clone(), &e))?;
+            plans.push(cooperative(plan).map_err(internal)?);
         }
         let first = plans
             .first()
@@ -388,17 +829,68 @@ impl Service {
         let planned = Planned {
             owner: caller.0.clone(),
             user: caller.1.name.clone(),
-            client,
+            client: client.clone(),
             sql: sql.to_string(),
             plans,
             schema: schema.clone(),
             task: ctx.task_ctx(),
             created: Instant::now(),
         };
-        if let Ok(mut p) = self.planned.lock() {
-            p.insert(handle.clone(), planned);
+        let refused = match self.planned.lock() {
+            Ok(mut p) => {
+                let open = p.values().filter(|v| v.owner == caller.0).count();
+                if open >= self.limits.max_open_tickets {
+                    Some(planned)
+                } else {
+                    p.insert(handle.clone(), planned);
+                    None
+                }
+            }
+            Err(_) => return Err(Status::internal("the ticket table is unusable")),
+        };
+        if let Some(planned) = refused {
+            drop(planned);
+            return Err(self.too_many_tickets(caller, sql, client));
         }
         Ok((handle, schema))
+    }
+
+    /// Plans `sql` for a `GetFlightInfo`: refused at once when the session holds its most open
+    /// tickets, else planned on the query runtime.
+    async fn plan_statement(
+        &self,
+        caller: Caller,
+        sql: String,
+        parameters: Option<RecordBatch>,
+        client: Option<String>,
+    ) -> Result<(String, SchemaRef), Status> {
+        if self.open_tickets(&caller.0) >= self.limits.max_open_tickets {
+            return Err(self.too_many_tickets(&caller, &sql, client));
+        }
+        let me = self.arc()?;
+        let (c, s, cl) = (caller.clone(), sql.clone(), client.clone());
+        self.planning(&caller, &sql, client, async move {
+            me.plan(&c, &s, parameters.as_ref(), cl).await
+        })
+        .await
+    }
+
+    /// The task context one query runs with: its session's, with a memory pool of its own.
+    fn query_context(&self, planned: &TaskContext) -> Result<Arc<TaskContext>, Status> {
+        let runtime = self
+            .memory
+            .query_runtime(&planned.runtime_env())
+            .map_err(internal)?;
+        Ok(Arc::new(TaskContext::new(
+            planned.task_id(),
+            planned.session_id(),
+            planned.session_config().clone(),
+            planned.scalar_functions().clone(),
+            planned.higher_order_functions().clone(),
+            planned.aggregate_functions().clone(),
+            planned.window_functions().clone(),
+            runtime,
+        )))
     }
 
     fn flight_info(
@@ -441,16 +933,16 @@ impl Service {
 
     fn prepared(&self, caller: &Caller, handle: &[u8]) -> Result<Prepared, Status> {
         let key = String::from_utf8_lossy(handle).to_string();
-        self.prepared
-            .lock()
-            .ok()
-            .and_then(|p| p.get(&key).cloned())
-            .filter(|p| p.owner == caller.0)
-            .ok_or_else(|| {
-                Status::not_found(
-                    "unknown prepared statement handle (closed, expired, or another session's)",
-                )
-            })
+        let mut prepared = self.prepared.lock().map_err(internal)?;
+        match prepared.get_mut(&key) {
+            Some(p) if p.owner == caller.0 => {
+                p.used = Instant::now();
+                Ok(p.clone())
+            }
+            _ => Err(Status::not_found(
+                "unknown prepared statement handle (closed, expired, or another session's)",
+            )),
+        }
     }
 
     /// The relations of the caller's session: (schema, table, table type, arrow schema).
@@ -498,36 +990,159 @@ impl Service {
     }
 }
 
-/// The audit entry of one query, recorded when its result stream ends (or is dropped by a
-/// client that went away).
+/// `plan` with every operator's output passing through a [`CooperativeExec`]: each batch an
+/// operator hands on spends the task's scheduling budget, so a task running a long pipeline
+/// (a join feeding an aggregate, say) yields to the runtime regularly, instead of holding its
+/// thread until the query ends. Other queries keep their share, and a query that is dropped
+/// (timed out, its client gone) stops at its next yield.
+///
+/// [`CooperativeExec`]: datafusion::physical_plan::coop::CooperativeExec
+fn cooperative(plan: Arc<dyn ExecutionPlan>) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_plan::coop::CooperativeExec;
+    use datafusion::physical_plan::execution_plan::SchedulingType;
+    plan.transform_up(|node| {
+        let any = node.as_ref() as &dyn std::any::Any;
+        let operator = !node.children().is_empty()
+            && node.properties().scheduling_type == SchedulingType::NonCooperative
+            && !any.is::<CooperativeExec>()
+            && !any.is::<datafusion::physical_plan::analyze::AnalyzeExec>();
+        Ok(if operator {
+            Transformed::yes(Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>)
+        } else {
+            Transformed::no(node)
+        })
+    })
+    .map(|t| t.data)
+}
+
+/// The audit entry of one query: recorded as a query when its result was sent in full, as an
+/// error when it failed or timed out, and as a cancelled error when the client went away first.
 struct QueryAudit {
     audit: Arc<AuditLog>,
     entry: Option<Entry>,
     started: Instant,
-    rows: i64,
+    rows: Arc<AtomicI64>,
 }
 
 impl QueryAudit {
-    fn saw(&mut self, item: &Result<RecordBatch, FlightError>) {
-        match item {
-            Ok(b) => self.rows += b.num_rows() as i64,
-            Err(e) => {
-                if let Some(entry) = &mut self.entry {
-                    entry.event = Event::Error;
-                    entry.detail = Some(e.to_string());
-                }
+    fn finish(&mut self, failure: Option<&str>) {
+        if let Some(mut e) = self.entry.take() {
+            if let Some(why) = failure {
+                e.event = Event::Error;
+                e.detail = Some(why.to_string());
             }
+            e.rows = Some(self.rows.load(Ordering::Relaxed));
+            e.millis = Some(self.started.elapsed().as_secs_f64() * 1e3);
+            self.audit.record(e);
         }
     }
 }
 
 impl Drop for QueryAudit {
     fn drop(&mut self) {
-        if let Some(mut e) = self.entry.take() {
-            e.rows = Some(self.rows);
-            e.millis = Some(self.started.elapsed().as_secs_f64() * 1e3);
-            self.audit.record(e);
+        if self.entry.is_some() {
+            let why = format!(
+                "cancelled: the client went away after {} rows",
+                self.rows.load(Ordering::Relaxed)
+            );
+            self.finish(Some(&why));
         }
+    }
+}
+
+/// Runs a planned statement on the query runtime, sending its encoded result into `tx` until
+/// it ends, fails, or the receiver is gone; counts the rows into `rows`. Its outcome is the
+/// stream's last word.
+async fn produce(
+    plans: Vec<Arc<dyn ExecutionPlan>>,
+    schema: SchemaRef,
+    task: Arc<TaskContext>,
+    tx: tokio::sync::mpsc::Sender<Result<FlightData, Status>>,
+    rows: Arc<AtomicI64>,
+    running: RunningStatement,
+) -> Result<(), Status> {
+    let _running = running;
+    let out_schema = schema.clone();
+    let batches = futures::stream::iter(plans)
+        .then(move |plan| {
+            let task = task.clone();
+            async move { datafusion::physical_plan::execute_stream(plan, task) }
+        })
+        .map_ok(|s| s.map_err(flight_error))
+        .map_err(flight_error)
+        .try_flatten()
+        .and_then(move |b| {
+            let schema = schema.clone();
+            let rows = rows.clone();
+            async move {
+                rows.fetch_add(b.num_rows() as i64, Ordering::Relaxed);
+                wire::plain_batch(b, &schema).map_err(flight_error)
+            }
+        });
+    let mut encoded = FlightDataEncoderBuilder::new()
+        .with_schema(out_schema)
+        .build(batches);
+    while let Some(item) = encoded.next().await {
+        let data = item.map_err(flight_status)?;
+        if tx.send(Ok(data)).await.is_err() {
+            return Err(Status::cancelled("the client went away"));
+        }
+    }
+    Ok(())
+}
+
+/// A result as the client reads it: the data [`produce`] sends, then its outcome. Polled on the
+/// network side, so it keeps the statement timeout and the audit entry even while the query's
+/// threads are busy. Dropping it (the client went away) or a timeout drops the task, which
+/// drops the plan's streams and stops their work.
+struct Results {
+    rx: tokio::sync::mpsc::Receiver<Result<FlightData, Status>>,
+    task: Option<Task<Result<(), Status>>>,
+    audited: QueryAudit,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl Results {
+    fn end(&mut self, failure: Option<Status>) -> Poll<Option<Result<FlightData, Status>>> {
+        self.task = None;
+        self.rx.close();
+        self.audited.finish(failure.as_ref().map(|s| s.message()));
+        Poll::Ready(failure.map(Err))
+    }
+}
+
+impl Stream for Results {
+    type Item = Result<FlightData, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.task.is_none() {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = self.rx.poll_recv(cx) {
+            if let Some(item) = item {
+                return Poll::Ready(Some(item));
+            }
+            if let Some(task) = self.task.as_mut()
+                && let Poll::Ready(outcome) = Pin::new(task).poll(cx)
+            {
+                return self.end(match outcome {
+                    Ok(Ok(())) => None,
+                    Ok(Err(status)) => Some(status),
+                    Err(e) => Some(Status::internal(format!("the query failed: {e}"))),
+                });
+            }
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let status = Status::deadline_exceeded(format!(
+                "statement timeout: the query ran longer than {} s (--statement-timeout) and \
+                 was stopped",
+                self.timeout.as_secs_f64()
+            ));
+            return self.end(Some(status));
+        }
+        Poll::Pending
     }
 }
 
@@ -583,16 +1198,34 @@ impl FlightSqlService for Service {
         let (user, password) = basic(header).ok_or_else(|| {
             Status::unauthenticated("authorization must be Basic base64(user:password)")
         })?;
-        let principal = self.sign_in(&user, &password, client(&request))?;
+        let (principal, credential) = self.sign_in(&user, &password, &request).await?;
         let token = secret();
-        if let Ok(mut s) = self.sessions.lock() {
-            s.insert(
-                token.clone(),
-                Session {
-                    user: principal.name.clone(),
-                    expires: Instant::now() + self.token_ttl,
-                },
-            );
+        let now = Instant::now();
+        let evicted: Vec<String> = match self.sessions.lock() {
+            Ok(mut s) => {
+                let mut own: Vec<(Instant, String)> = s
+                    .iter()
+                    .filter(|(_, v)| v.credential.name == principal.name)
+                    .map(|(k, v)| (v.created, k.clone()))
+                    .collect();
+                own.sort();
+                let keep = self.limits.max_sessions_per_user.max(1) - 1;
+                let evicted: Vec<String> =
+                    own.into_iter().rev().skip(keep).map(|(_, k)| k).collect();
+                s.insert(
+                    token.clone(),
+                    Session {
+                        credential,
+                        created: now,
+                        expires: now + self.token_ttl,
+                    },
+                );
+                evicted
+            }
+            Err(_) => Vec::new(),
+        };
+        for old in &evicted {
+            self.end_session(old);
         }
         let result = HandshakeResponse {
             protocol_version: 0,
@@ -611,9 +1244,9 @@ impl FlightSqlService for Service {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let (handle, schema) = self
-            .plan(&caller, &query.query, None, client(&request))
+            .plan_statement(caller, query.query, None, client(&request))
             .await?;
         let ticket = TicketStatementQuery {
             statement_handle: handle.into(),
@@ -630,15 +1263,10 @@ impl FlightSqlService for Service {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let prepared = self.prepared(&caller, &query.prepared_statement_handle)?;
         let (handle, schema) = self
-            .plan(
-                &caller,
-                &prepared.sql,
-                prepared.parameters.as_ref(),
-                client(&request),
-            )
+            .plan_statement(caller, prepared.sql, prepared.parameters, client(&request))
             .await?;
         let ticket = TicketStatementQuery {
             statement_handle: handle.into(),
@@ -655,56 +1283,66 @@ impl FlightSqlService for Service {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let key = String::from_utf8_lossy(&ticket.statement_handle).to_string();
+        let not_found = || {
+            Status::not_found(format!(
+                "unknown ticket (already read, expired {} s after planning (--ticket-ttl), or \
+                 another session's)",
+                self.limits.ticket_ttl.as_secs()
+            ))
+        };
+        let sql = self
+            .planned
+            .lock()
+            .map_err(internal)?
+            .get(&key)
+            .filter(|p| p.owner == caller.0)
+            .map(|p| p.sql.clone())
+            .ok_or_else(not_found)?;
+        // Refused before the ticket is taken, so it can be fetched once another finishes.
+        let running = self.start_running(&caller, &sql, client(&request))?;
         let planned = {
             let mut pending = self.planned.lock().map_err(internal)?;
             match pending.get(&key) {
-                Some(p) if p.owner == caller.0 => pending.remove(&key),
+                Some(p) if p.owner == caller.0 && p.created.elapsed() < self.limits.ticket_ttl => {
+                    pending.remove(&key)
+                }
                 _ => None,
             }
         }
-        .ok_or_else(|| {
-            Status::not_found("unknown ticket (already read, expired, or another session's)")
-        })?;
+        .ok_or_else(not_found)?;
+        let task = self.query_context(&planned.task)?;
         let Planned {
             user,
             client,
             sql,
             plans,
             schema,
-            task,
             ..
         } = planned;
-        let out_schema = schema.clone();
-        let batches = futures::stream::iter(plans)
-            .then(move |plan| {
-                let task = task.clone();
-                async move { datafusion::physical_plan::execute_stream(plan, task) }
-            })
-            .map_ok(|s| s.map_err(flight_error))
-            .map_err(flight_error)
-            .try_flatten()
-            .and_then(move |b| {
-                let schema = schema.clone();
-                async move { wire::plain_batch(b, &schema).map_err(flight_error) }
-            });
-        // Counts the rows as they go; audits the query when the stream ends or is dropped.
         let mut entry = Entry::new(&user, Event::Query);
         entry.client = client;
         entry.sql = Some(sql);
-        let mut audited = QueryAudit {
+        let rows = Arc::<AtomicI64>::default();
+        let audited = QueryAudit {
             audit: self.audit.clone(),
             entry: Some(entry),
             started: Instant::now(),
-            rows: 0,
+            rows: rows.clone(),
         };
-        let finished = batches.inspect(move |item| audited.saw(item));
-        let encoded = FlightDataEncoderBuilder::new()
-            .with_schema(out_schema)
-            .build(finished)
-            .map_err(Status::from);
-        Ok(Response::new(Box::pin(encoded)))
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let producer = self
+            .executor
+            .spawn(produce(plans, schema, task, tx, rows, running))?;
+        let timeout = self.limits.statement_timeout;
+        Ok(Response::new(Box::pin(Results {
+            rx,
+            task: Some(producer),
+            audited,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+        })))
     }
 
     async fn do_action_create_prepared_statement(
@@ -712,24 +1350,54 @@ impl FlightSqlService for Service {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
+        let client = client(&request);
         let sql =
             wire::positional(&query.query).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (_, logical) = self.logical(&caller, &sql, client(&request)).await?;
-        let dataset = wire::plain_schema(logical.schema().as_arrow());
-        let types = logical.get_parameter_types().map_err(internal)?;
-        let parameters = wire::parameter_schema(&types);
+        let open = self
+            .prepared
+            .lock()
+            .map(|p| p.values().filter(|v| v.owner == caller.0).count())
+            .unwrap_or(0);
+        let too_many = || {
+            Status::resource_exhausted(format!(
+                "this session already holds {} prepared statements, the most the server allows \
+                 (--max-prepared-statements): close some first",
+                self.limits.max_prepared_statements
+            ))
+        };
+        if open >= self.limits.max_prepared_statements {
+            return Err(self.refuse(&caller, &sql, client, Event::Denied, too_many()));
+        }
+        let me = self.arc()?;
+        let (c, s, cl) = (caller.clone(), sql.clone(), client.clone());
+        let (dataset, parameters) = self
+            .planning(&caller, &sql, client.clone(), async move {
+                let (_, logical) = me.logical(&c, &s, cl).await?;
+                let dataset = wire::plain_schema(logical.schema().as_arrow());
+                let types = logical.get_parameter_types().map_err(internal)?;
+                Ok((dataset, wire::parameter_schema(&types)))
+            })
+            .await?;
         let handle = secret();
-        if let Ok(mut p) = self.prepared.lock() {
+        let admitted = self.prepared.lock().map(|mut p| {
+            let open = p.values().filter(|v| v.owner == caller.0).count();
+            if open >= self.limits.max_prepared_statements {
+                return false;
+            }
             p.insert(
                 handle.clone(),
                 Prepared {
                     owner: caller.0.clone(),
-                    sql,
+                    sql: sql.clone(),
                     parameters: None,
-                    created: Instant::now(),
+                    used: Instant::now(),
                 },
             );
+            true
+        });
+        if !admitted.unwrap_or(false) {
+            return Err(self.refuse(&caller, &sql, client, Event::Denied, too_many()));
         }
         let ipc = |s: &Schema| -> Result<bytes::Bytes, Status> {
             let options = arrow::ipc::writer::IpcWriteOptions::default();
@@ -748,7 +1416,7 @@ impl FlightSqlService for Service {
         query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let key = String::from_utf8_lossy(&query.prepared_statement_handle).to_string();
         if let Ok(mut p) = self.prepared.lock()
             && p.get(&key).is_some_and(|p| p.owner == caller.0)
@@ -763,15 +1431,29 @@ impl FlightSqlService for Service {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         self.prepared(&caller, &query.prepared_statement_handle)?;
-        let batches: Vec<RecordBatch> =
-            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-                request.into_inner().map_err(FlightError::from),
-            )
-            .try_collect()
-            .await
-            .map_err(|e| Status::invalid_argument(format!("cannot read the parameters: {e}")))?;
+        let mut stream = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+            request.into_inner().map_err(FlightError::from),
+        );
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        let (mut bytes, mut sets) = (0usize, 0usize);
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| {
+                Status::invalid_argument(format!("cannot read the parameters: {e}"))
+            })?;
+            bytes += batch.get_array_memory_size();
+            sets += batch.num_rows();
+            if bytes > limits::MAX_PARAMETER_BYTES || sets > limits::MAX_PARAMETER_SETS {
+                return Err(Status::resource_exhausted(format!(
+                    "too many parameters: one binding holds at most {} parameter sets and {} \
+                     (each set is planned as a statement of its own)",
+                    limits::MAX_PARAMETER_SETS,
+                    limits::human_bytes(limits::MAX_PARAMETER_BYTES as u64)
+                )));
+            }
+            batches.push(batch);
+        }
         let parameters = match batches.as_slice() {
             [] => None,
             [one] => Some(one.clone()),
@@ -786,6 +1468,7 @@ impl FlightSqlService for Service {
             && let Some(p) = p.get_mut(&key)
         {
             p.parameters = parameters;
+            p.used = Instant::now();
         }
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(query.prepared_statement_handle),
@@ -797,7 +1480,7 @@ impl FlightSqlService for Service {
         query: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         Err(self.deny(
             &caller,
             &query.query,
@@ -811,7 +1494,7 @@ impl FlightSqlService for Service {
         query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let sql = self
             .prepared(&caller, &query.prepared_statement_handle)
             .map(|p| p.sql)
@@ -831,7 +1514,7 @@ impl FlightSqlService for Service {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let schema = query.into_builder().schema();
         self.metadata_info(&schema, query, request.into_inner())
     }
@@ -841,7 +1524,7 @@ impl FlightSqlService for Service {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let (catalog, _) = self.relations(&caller).await?;
         let mut builder: GetCatalogsBuilder = query.into_builder();
         builder.append(catalog);
@@ -855,7 +1538,7 @@ impl FlightSqlService for Service {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let schema = query.clone().into_builder().schema();
         self.metadata_info(&schema, query, request.into_inner())
     }
@@ -865,7 +1548,7 @@ impl FlightSqlService for Service {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let (catalog, relations) = self.relations(&caller).await?;
         let mut builder: GetDbSchemasBuilder = query.into_builder();
         let mut schemas: Vec<&String> = relations.iter().map(|r| &r.0).collect();
@@ -883,7 +1566,7 @@ impl FlightSqlService for Service {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let schema = query.clone().into_builder().schema();
         self.metadata_info(&schema, query, request.into_inner())
     }
@@ -893,7 +1576,7 @@ impl FlightSqlService for Service {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let (catalog, relations) = self.relations(&caller).await?;
         let mut builder: GetTablesBuilder = query.into_builder();
         for (schema, table, kind, arrow_schema) in &relations {
@@ -911,7 +1594,7 @@ impl FlightSqlService for Service {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let schema = query.into_builder().schema();
         self.metadata_info(&schema, query, request.into_inner())
     }
@@ -921,7 +1604,7 @@ impl FlightSqlService for Service {
         query: CommandGetTableTypes,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let mut builder = query.into_builder();
         builder.append("TABLE");
         builder.append("VIEW");
@@ -935,7 +1618,7 @@ impl FlightSqlService for Service {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let schema = query.clone().into_builder(&metadata::SQL_INFO).schema();
         self.metadata_info(&schema, query, request.into_inner())
     }
@@ -945,7 +1628,7 @@ impl FlightSqlService for Service {
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let builder = query.into_builder(&metadata::SQL_INFO);
         let schema = builder.schema();
         let batch = builder.build().map_err(internal)?;
@@ -957,7 +1640,7 @@ impl FlightSqlService for Service {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let schema = query.into_builder(&metadata::XDBC_TYPES).schema();
         self.metadata_info(&schema, query, request.into_inner())
     }
@@ -967,7 +1650,7 @@ impl FlightSqlService for Service {
         query: CommandGetXdbcTypeInfo,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         let builder = query.into_builder(&metadata::XDBC_TYPES);
         let schema = builder.schema();
         let batch = builder.build().map_err(internal)?;
@@ -979,7 +1662,7 @@ impl FlightSqlService for Service {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        self.caller(&request).await?;
         self.metadata_info(
             &metadata::primary_keys_schema(),
             query,
@@ -992,7 +1675,7 @@ impl FlightSqlService for Service {
         query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let (catalog, relations) = self.relations(&caller).await?;
         let batch = metadata::primary_keys(
             &catalog,
@@ -1009,8 +1692,6 @@ impl FlightSqlService for Service {
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
-
-use arrow_flight::Action;
 
 #[cfg(test)]
 mod tests {
