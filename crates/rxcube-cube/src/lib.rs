@@ -18,6 +18,7 @@
 
 pub mod cache;
 pub mod definition;
+pub mod docs;
 pub mod hist;
 pub mod metrics;
 pub mod relation;
