@@ -6,4 +6,4 @@ SELECT node AS pharmacy, peer_group, metric, round(value, 2) AS value,
 FROM cube.attainment
 WHERE grain = 'pay_period' AND period_start = TIMESTAMP '2024-02-18 00:00:00'
 GROUP BY node, peer_group, metric, value
-ORDER BY CAST(node AS INT), metric;
+ORDER BY node, metric;
