@@ -16,7 +16,9 @@ use crate::WarehouseArg;
 Every record is checked before anything is posted: types, domains, ranges, references to the \
 reference tables, time order and duplicate keys within a file. If any record is wrong, nothing \
 is posted and each error names the file, record number (1-based data record; the CSV header is \
-not a record), column, value and reason. Otherwise every record is inserted, or replaces the \
+not a record), column, value and reason. Unusual values that the contract allows (a shift paid \
+more hours than it lasted, a year far from today, a zero quantity) are warnings: counted in the \
+summary and the log, never a rejection. Otherwise every record is inserted, or replaces the \
 record with the same natural key, in one atomic commit; re-importing a file changes nothing.
 
 Every run is logged: SELECT * FROM system.import_log; SELECT * FROM system.import_errors;
@@ -45,6 +47,43 @@ pub struct ImportArgs {
     /// After an accepted import, refresh the cube's rollups (`rxcube rollup refresh`).
     #[arg(long)]
     refresh: bool,
+    /// Memory budget of the import: bytes, or a size such as 512M or 2G (K, M, G, T are
+    /// binary multiples). Checked records beyond a share of it are staged in a directory under
+    /// the temporary directory ($TMPDIR), and the key checks and the posting spill there, so
+    /// peak memory stays near the budget however large the files are; a larger budget spills
+    /// less. At least 4M.
+    #[arg(long, default_value = "1G", value_parser = parse_size, value_name = "SIZE")]
+    memory_limit: usize,
+}
+
+/// A size in bytes: a number with an optional binary multiple, `K`, `M`, `G` or `T` (also
+/// `KB`, `KiB`, ...; any case).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "'{s}' is not a size: use bytes or K, M, G, T (e.g. 512M, 2G)"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size: use bytes or K, M, G, T (e.g. 512M, 2G)"))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes <= usize::MAX as f64) {
+        return Err(format!("'{s}' is out of range"));
+    }
+    Ok(bytes as usize)
 }
 
 /// A progress bar on a terminal (hidden otherwise).
@@ -84,6 +123,7 @@ pub async fn run(args: ImportArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
     let warehouse = args.warehouse.open().await?;
     let options = ImportOptions {
         start_at: args.start_at,
+        memory_limit: Some(args.memory_limit),
         ..ImportOptions::default()
     };
     let bar = Bar::new();
@@ -111,6 +151,19 @@ pub async fn run(args: ImportArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
 fn print_errors(report: &ImportReport, shown: usize, brief: bool) {
     for e in report.errors.iter().take(shown) {
         eprintln!("error: {e}");
+    }
+    // Warnings never reject a record: a few are shown, every one is counted and logged.
+    let warnings_shown = shown.min(5).min(report.warnings.len());
+    for w in report.warnings.iter().take(warnings_shown) {
+        eprintln!("warning: {w}");
+    }
+    if report.total_warnings > warnings_shown as u64 {
+        eprintln!(
+            "... {} more warnings (the first {} are in system.import_errors with severity 'warning', run {})",
+            report.total_warnings - warnings_shown as u64,
+            report.warnings.len(),
+            report.run_id
+        );
     }
     let kept = report.errors.len();
     if brief && report.total_errors > 0 {
@@ -157,10 +210,33 @@ pub fn summary(r: &ImportReport) -> String {
             r.records_read, r.rejected, r.total_errors
         ),
     };
+    let warnings = if r.total_warnings > 0 {
+        format!(", warnings {}", r.total_warnings)
+    } else {
+        String::new()
+    };
     format!(
-        "{}: {outcome}{version}; {:.2} s, {:.0} rows/s",
+        "{}: {outcome}{warnings}{version}; {:.2} s, {:.0} rows/s",
         r.table,
         r.elapsed.as_secs_f64(),
         r.rows_per_second()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_multiples() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1 GB"), Ok(1 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("0").is_err());
+    }
 }

@@ -1,13 +1,17 @@
 //! The import utility: two passes over the input, one commit.
 //!
 //! **Pass 1** reads every file, checks every record against the contract (types, domains,
-//! ranges, time order, references, duplicate keys within a file) and keeps the typed records in
-//! memory. CSV files are cut into blocks that are parsed and checked on every core
-//! ([`crate::blocks`]). If it found any error, nothing is posted: the run is logged as
-//! rejected with every error. **Pass 2** posts the kept records with insert-or-replace by
-//! natural key in one atomic Delta commit ([`Warehouse::upsert`]); a later file's record
-//! replaces an earlier file's record with the same key. Either way the run is appended to the
-//! import log (`system.import_log`, `system.import_errors`).
+//! ranges, time order, references, duplicate keys within a file) and stages the typed records:
+//! in memory while they fit the import's memory budget, in an Arrow IPC file of its spill
+//! directory beyond it ([`crate::spool`], [`crate::budget`]). CSV files are cut into blocks
+//! that are parsed and checked on every core ([`crate::blocks`]). If it found any error,
+//! nothing is posted: the run is logged as rejected with every error. **Pass 2** streams the
+//! staged records into insert-or-replace by natural key in one atomic Delta commit
+//! ([`Warehouse::upsert`]); a later file's record replaces an earlier file's record with the
+//! same key. The exact key checks and the posting run in a DataFusion session bounded by the
+//! budget, whose sorts and aggregates spill, so peak memory does not grow with the files.
+//! Either way the run is appended to the import log (`system.import_log`,
+//! `system.import_errors`).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -18,10 +22,10 @@ use arrow::array::{
     Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
 };
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::hash_utils::{RandomState, create_hashes};
-use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use rxcube_model::{TableDef, TableName};
 use rxcube_warehouse::catalog::{new_session, register_tables};
 use rxcube_warehouse::system::{ImportErrorEntry, ImportLogEntry};
@@ -29,10 +33,12 @@ use rxcube_warehouse::{UpsertRequest, Warehouse};
 use tracing::{info, info_span};
 
 use crate::blocks::{Block, Splitter, ordered_parallel};
+use crate::budget::Budget;
 use crate::error::{IngestError, RecordError, Result};
 use crate::keys::KeyHashes;
 use crate::rules::{ReferenceSets, check_batch};
 use crate::source::{Chunk, Source};
+use crate::spool::{FILE_COLUMN, RECORD_COLUMN, Spool, StagedRecords, staged_schema};
 
 /// How an import runs.
 #[derive(Debug, Clone)]
@@ -41,6 +47,11 @@ pub struct ImportOptions {
     pub start_at: u64,
     /// Errors kept in full (reported and logged); beyond it they are only counted.
     pub max_errors_kept: usize,
+    /// The memory budget in bytes (`None`: unbounded, everything is held in memory). Checked
+    /// records beyond a share of it are staged on disk, and the key checks and the posting
+    /// spill there, so peak memory stays near it however large the files are
+    /// ([`crate::DEFAULT_MEMORY_LIMIT`] by default; at least [`crate::MIN_MEMORY_LIMIT`]).
+    pub memory_limit: Option<usize>,
 }
 
 impl Default for ImportOptions {
@@ -48,6 +59,7 @@ impl Default for ImportOptions {
         Self {
             start_at: 1,
             max_errors_kept: 10_000,
+            memory_limit: Some(crate::budget::DEFAULT_MEMORY_LIMIT),
         }
     }
 }
@@ -97,6 +109,10 @@ pub struct ImportReport {
     pub total_errors: u64,
     /// The first errors, in file and record order ([`ImportOptions::max_errors_kept`]).
     pub errors: Vec<RecordError>,
+    /// Unusual values flagged by the contract's advisories: counted, never a rejection.
+    pub total_warnings: u64,
+    /// The first warnings, in file and record order.
+    pub warnings: Vec<RecordError>,
     pub inserted: u64,
     pub replaced: u64,
     pub unchanged: u64,
@@ -113,9 +129,6 @@ impl ImportReport {
         self.records_read as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
-
-const FILE_COLUMN: &str = "_file";
-const RECORD_COLUMN: &str = "_record";
 
 /// Imports `files` into `table` of `warehouse`: validate everything, then post everything or
 /// nothing.
@@ -145,31 +158,35 @@ pub async fn import(
     register_tables(&ctx, warehouse).await?;
     let refs = load_references(&ctx, def).await?;
 
-    // Pass 1: read and check everything, keep the well-formed records.
+    // Pass 1: read and check everything, stage the well-formed records.
+    let budget = Budget::new(options.memory_limit)?;
     progress.phase("validating");
-    let mut pass1 =
-        tokio::task::block_in_place(|| validate(def, files, &names, options, &refs, progress))?;
+    let (mut pass1, staged) = tokio::task::block_in_place(|| {
+        validate(def, files, &names, options, &refs, &budget, progress)
+    })?;
+    let (staged_rows, staged_bytes) = (staged.rows(), staged.bytes());
     info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         records = pass1.records_read,
         errors = pass1.errors.total,
         maybe_duplicates = pass1.maybe_duplicates,
         maybe_superseded = pass1.maybe_superseded,
+        staged_bytes,
+        spilled = staged.spilled(),
         "pass 1 read"
     );
 
     // Key hashes are exact enough to clear a file of duplicates; a shared hash is checked
     // exactly, by key, with the records' numbers.
-    let staged_ctx = SessionContext::new();
+    let staged_ctx = budget.ctx();
+    staged
+        .register(staged_ctx, "staged")
+        .await
+        .map_err(|e| query_err(def, e))?;
     if pass1.maybe_duplicates || pass1.maybe_superseded {
         progress.phase("checking keys");
-        let (schema, batches) = pass1.with_provenance()?;
-        let table = MemTable::try_new(schema, vec![batches]).map_err(|e| query_err(def, e))?;
-        staged_ctx
-            .register_table("staged", Arc::new(table))
-            .map_err(|e| query_err(def, e))?;
         if pass1.maybe_duplicates {
-            find_duplicate_keys(&staged_ctx, def, &names, &mut pass1).await?;
+            find_duplicate_keys(staged_ctx, def, &names, &mut pass1).await?;
         }
         info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -186,6 +203,8 @@ pub async fn import(
         rejected: pass1.rejected.iter().map(RejectedRecords::len).sum(),
         total_errors: pass1.errors.total,
         errors: std::mem::take(&mut pass1.errors.kept),
+        total_warnings: pass1.warnings.total,
+        warnings: std::mem::take(&mut pass1.warnings.kept),
         inserted: 0,
         replaced: 0,
         unchanged: 0,
@@ -193,21 +212,22 @@ pub async fn import(
         version: None,
         elapsed: Duration::ZERO,
     };
-    report
-        .errors
-        .sort_by_key(|e| (names.iter().position(|n| *n == e.file), e.record));
+    for list in [&mut report.errors, &mut report.warnings] {
+        list.sort_by_key(|e| (names.iter().position(|n| *n == e.file), e.record));
+    }
 
     if report.total_errors == 0 {
         // Pass 2: post.
         progress.phase("posting");
-        let (source, rows) = posting_source(&staged_ctx, def, pass1).await?;
-        report.superseded = report.records_read - rows;
+        let source = posting_source(staged_ctx, def, pass1.maybe_superseded).await?;
         let outcome = warehouse
             .upsert(
-                &new_session(),
+                staged_ctx,
                 UpsertRequest {
                     def,
                     source,
+                    source_rows: Some(staged_rows),
+                    source_bytes: Some(staged_bytes),
                     commit_metadata: vec![
                         ("rxcube.import_run".into(), run_id.clone().into()),
                         ("rxcube.files".into(), names.clone().into()),
@@ -216,6 +236,8 @@ pub async fn import(
             )
             .await?;
         report.status = Status::Accepted;
+        report.superseded = staged_rows
+            - (outcome.inserted + outcome.replaced + outcome.unchanged).min(staged_rows);
         report.inserted = outcome.inserted;
         report.replaced = outcome.replaced;
         report.unchanged = outcome.unchanged;
@@ -236,6 +258,7 @@ pub async fn import(
         replaced: report.replaced,
         unchanged: report.unchanged,
         rejected: report.rejected,
+        warnings: report.total_warnings,
         table_version: report.version,
         message: (report.total_errors > report.errors.len() as u64).then(|| {
             format!(
@@ -248,7 +271,9 @@ pub async fn import(
     let errors: Vec<ImportErrorEntry> = report
         .errors
         .iter()
-        .map(|e| ImportErrorEntry {
+        .map(|e| (e, "error"))
+        .chain(report.warnings.iter().map(|w| (w, "warning")))
+        .map(|(e, severity)| ImportErrorEntry {
             run_id: run_id.clone(),
             table_name: def.name.to_string(),
             file: e.file.clone(),
@@ -256,6 +281,7 @@ pub async fn import(
             column: e.column.clone(),
             value: e.value.clone(),
             reason: e.reason.clone(),
+            severity,
         })
         .collect();
     warehouse.append_import_log(&[entry], &errors).await?;
@@ -299,20 +325,7 @@ async fn load_references(ctx: &SessionContext, def: &TableDef) -> Result<Referen
             })?;
             values.extend(col.iter().flatten().map(str::to_string));
         }
-        let ty = r
-            .table
-            .def()
-            .column(r.target_column)
-            .map(|c| c.ty.arrow_type());
-        if matches!(ty, Some(DataType::Int32 | DataType::Int64)) {
-            let ints = values
-                .iter()
-                .filter_map(|v| v.parse::<i64>().ok())
-                .collect();
-            refs.int_sets.push((*r, ints));
-        } else {
-            refs.sets.push((*r, values));
-        }
+        refs.sets.push((*r, values));
     }
     Ok(refs)
 }
@@ -356,34 +369,15 @@ impl RejectedRecords {
     }
 }
 
-/// Where the rows of a staged batch came from, for naming a duplicate key's records.
-struct Provenance {
-    file: u32,
-    first_record: u64,
-    /// Offsets from `first_record` of the kept rows, when some rows of the chunk were dropped.
-    kept: Option<Vec<u32>>,
-}
-
-impl Provenance {
-    fn records(&self, rows: usize) -> Vec<u64> {
-        match &self.kept {
-            None => (0..rows as u64).map(|i| self.first_record + i).collect(),
-            Some(k) => k
-                .iter()
-                .map(|i| self.first_record + u64::from(*i))
-                .collect(),
-        }
-    }
-}
-
-/// What pass 1 found and kept: the well-formed records, in memory, in file order.
+/// What pass 1 found: errors, warnings, and whether keys may repeat. (The well-formed
+/// records themselves go to a [`Spool`].)
 struct Pass1 {
     records_read: u64,
     errors: ErrorLog,
+    warnings: ErrorLog,
     rejected: Vec<RejectedRecords>,
-    schema: SchemaRef,
-    batches: Vec<RecordBatch>,
-    provenance: Vec<Provenance>,
+    /// The schema records are staged with: the contract's, and their provenance.
+    staged_schema: SchemaRef,
     /// The hash of every kept record's key.
     keys: KeyHashes,
     /// Two records of one file share a key hash: the exact duplicate check must run.
@@ -400,52 +394,41 @@ impl Pass1 {
         self.errors.push(e);
     }
 
-    /// Takes one checked chunk, in file order.
-    fn keep(&mut self, file: usize, chunk: Staged) {
+    /// Takes one checked chunk, in file order: its errors here, its records to `spool`.
+    fn keep(&mut self, spool: &mut Spool, file: usize, chunk: Staged) -> Result<()> {
         for e in chunk.errors {
             self.record(file, e);
         }
-        self.records_read += chunk.records;
-        let Some(batch) = chunk.batch else { return };
-        let f = file as u32;
-        for h in chunk.hashes {
-            self.keys.push(h, file);
+        for w in chunk.warnings {
+            self.warnings.push(w);
         }
-        self.provenance.push(Provenance {
-            file: f,
-            first_record: chunk.first_record,
-            kept: chunk.kept,
-        });
-        self.batches.push(batch);
-    }
-
-    /// The kept records with their file and record number (for the exact key checks).
-    fn with_provenance(&self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let mut fields: Vec<Field> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new(FILE_COLUMN, DataType::UInt32, false));
-        fields.push(Field::new(RECORD_COLUMN, DataType::UInt64, false));
-        let schema = Arc::new(Schema::new(fields));
-        let batches = self
-            .batches
-            .iter()
-            .zip(&self.provenance)
-            .map(|(b, p)| {
-                let mut columns = b.columns().to_vec();
-                columns.push(Arc::new(UInt32Array::from(vec![p.file; b.num_rows()])));
-                columns.push(Arc::new(UInt64Array::from(p.records(b.num_rows()))));
-                RecordBatch::try_new(schema.clone(), columns)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| IngestError::Internal {
-                context: "staging records".into(),
+        self.records_read += chunk.records;
+        let Some(batch) = chunk.batch else {
+            return Ok(());
+        };
+        for h in chunk.hashes {
+            self.keys.push(h, file).map_err(|source| IngestError::Io {
+                file: self.keys.spill_path(),
                 source,
             })?;
-        Ok((schema, batches))
+        }
+        let rows = batch.num_rows();
+        let first = chunk.first_record;
+        let records: UInt64Array = match &chunk.kept {
+            None => (0..rows as u64).map(|i| first + i).collect(),
+            Some(k) => k.iter().map(|i| first + u64::from(*i)).collect(),
+        };
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(UInt32Array::from(vec![file as u32; rows])));
+        columns.push(Arc::new(records));
+        let batch =
+            RecordBatch::try_new(self.staged_schema.clone(), columns).map_err(|source| {
+                IngestError::Internal {
+                    context: "staging records".into(),
+                    source,
+                }
+            })?;
+        spool.push(batch)
     }
 }
 
@@ -457,6 +440,7 @@ struct Staged {
     /// Records read (well-formed or not).
     records: u64,
     errors: Vec<RecordError>,
+    warnings: Vec<RecordError>,
     hashes: Vec<u64>,
 }
 
@@ -465,7 +449,7 @@ impl Staged {
     /// records before `start_at`.
     fn shift(mut self, offset: u64, start_at: u64) -> Self {
         self.first_record += offset;
-        for e in &mut self.errors {
+        for e in self.errors.iter_mut().chain(&mut self.warnings) {
             if let Some(r) = &mut e.record {
                 *r += offset;
             }
@@ -475,6 +459,8 @@ impl Staged {
             return self;
         }
         self.errors
+            .retain(|e| e.record.is_none_or(|r| r >= start_at));
+        self.warnings
             .retain(|e| e.record.is_none_or(|r| r >= start_at));
         self.records = last.saturating_sub(start_at);
         let Some(batch) = &self.batch else {
@@ -515,6 +501,7 @@ fn stage(
     };
     let rows = chunk.batch.num_rows();
     let mut errors = chunk.errors;
+    let mut warnings = Vec::new();
     check_batch(
         def,
         name,
@@ -522,7 +509,9 @@ fn stage(
         chunk.first_record,
         refs,
         &mut errors,
+        &mut warnings,
     );
+    warnings.sort_by_key(|e| e.record);
     errors.sort_by_key(|e| e.record);
     let mut bad_rows = vec![false; rows];
     for e in &errors {
@@ -566,20 +555,29 @@ fn stage(
         kept,
         records: rows as u64,
         errors,
+        warnings,
         hashes,
     })
 }
 
-/// Pass 1: reads every file, checks every record, keeps the well-formed records.
+/// Pass 1: reads every file, checks every record, stages the well-formed records.
 fn validate(
     def: &'static TableDef,
     files: &[PathBuf],
     names: &[String],
     options: &ImportOptions,
     refs: &ReferenceSets,
+    budget: &Budget,
     progress: &dyn Progress,
-) -> Result<Pass1> {
+) -> Result<(Pass1, StagedRecords)> {
     let schema = def.schema();
+    let staged = staged_schema(&schema);
+    let mut spool = Spool::new(
+        staged.clone(),
+        budget.dir(),
+        budget.spool_bytes(),
+        budget.batch_rows(),
+    );
     let mut pass = Pass1 {
         records_read: 0,
         errors: ErrorLog {
@@ -587,11 +585,17 @@ fn validate(
             total: 0,
             limit: options.max_errors_kept,
         },
+        warnings: ErrorLog {
+            kept: Vec::new(),
+            total: 0,
+            limit: options.max_errors_kept,
+        },
         rejected: files.iter().map(|_| RejectedRecords::default()).collect(),
-        schema: schema.clone(),
-        batches: Vec::new(),
-        provenance: Vec::new(),
-        keys: KeyHashes::default(),
+        staged_schema: staged,
+        keys: KeyHashes::new(
+            budget.key_hash_bytes(),
+            budget.is_bounded().then(|| budget.dir()),
+        ),
         maybe_duplicates: false,
         maybe_superseded: false,
     };
@@ -611,7 +615,7 @@ fn validate(
                 while let Some(chunk) = source.next_chunk() {
                     let bytes = chunk.bytes_read;
                     let staged = stage(def, &schema, name, chunk, refs)?;
-                    pass.keep(f, staged);
+                    pass.keep(&mut spool, f, staged)?;
                     progress.advanced(bytes, pass.records_read);
                 }
             }
@@ -659,7 +663,7 @@ fn validate(
                         pass.keys.reserve((total as f64 / per_record) as usize);
                     }
                     for s in staged {
-                        pass.keep(f, s.shift(offset, options.start_at));
+                        pass.keep(&mut spool, f, s.shift(offset, options.start_at))?;
                     }
                     offset += records;
                     progress.advanced(end_offset, pass.records_read);
@@ -668,13 +672,24 @@ fn validate(
             }
         }
     }
-    let overlaps = std::mem::take(&mut pass.keys).overlaps(threads);
+    let spill_path = pass.keys.spill_path();
+    let overlaps = std::mem::take(&mut pass.keys)
+        .overlaps(threads)
+        .map_err(|source| IngestError::Io {
+            file: spill_path,
+            source,
+        })?;
     pass.maybe_duplicates = overlaps.within_file;
     pass.maybe_superseded = overlaps.across_files;
-    Ok(pass)
+    info!(staged = spool.rows(), "records staged");
+    Ok((pass, spool.finish()?))
 }
 
 /// Reports every record whose natural key appeared earlier in the same file.
+///
+/// A running `first_value` over the records of a key in record order names, for every record
+/// after the first, the record that first had the key. It sorts (and spills when the budget is
+/// full) instead of holding a hash table of every key, and its result streams.
 async fn find_duplicate_keys(
     ctx: &SessionContext,
     def: &TableDef,
@@ -688,32 +703,33 @@ async fn find_duplicate_keys(
         .map(|k| format!("{k} IS NOT NULL"))
         .collect::<Vec<_>>()
         .join(" AND ");
-    let on = def
-        .key
-        .iter()
-        .map(|k| format!("s.{k} = d.{k}"))
-        .collect::<Vec<_>>()
-        .join(" AND ");
     let shown = def
         .key
         .iter()
-        .map(|k| format!("CAST(s.{k} AS VARCHAR)"))
+        .map(|k| format!("CAST({k} AS VARCHAR)"))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "WITH d AS (SELECT {FILE_COLUMN}, {keys}, min({RECORD_COLUMN}) AS first_record \
-           FROM staged WHERE {not_null} GROUP BY {FILE_COLUMN}, {keys} HAVING count(*) > 1) \
-         SELECT s.{FILE_COLUMN}, s.{RECORD_COLUMN}, d.first_record, concat_ws(', ', {shown}) AS key_value \
-         FROM staged s JOIN d ON s.{FILE_COLUMN} = d.{FILE_COLUMN} AND {on} \
-         WHERE s.{RECORD_COLUMN} <> d.first_record"
+        "SELECT {FILE_COLUMN}, {RECORD_COLUMN}, first_record, concat_ws(', ', {shown}) AS key_value \
+         FROM (SELECT {FILE_COLUMN}, {RECORD_COLUMN}, {keys}, first_value({RECORD_COLUMN}) OVER \
+               (PARTITION BY {FILE_COLUMN}, {keys} ORDER BY {RECORD_COLUMN}) AS first_record \
+               FROM staged WHERE {not_null}) \
+         WHERE {RECORD_COLUMN} <> first_record"
     );
-    let batches = run_sql(ctx, def, &sql).await?;
+    let mut stream = ctx
+        .sql(&sql)
+        .await
+        .map_err(|e| query_err(def, e))?
+        .execute_stream()
+        .await
+        .map_err(|e| query_err(def, e))?;
     let column = if def.key.len() == 1 {
         def.key[0].to_string()
     } else {
         format!("({keys})")
     };
-    for b in batches {
+    while let Some(b) = stream.next().await {
+        let b = b.map_err(|e| query_err(def, e))?;
         let as_u64 = |i: usize| arrow::compute::cast(b.column(i), &DataType::UInt64);
         let (file, record, first) = match (as_u64(0), as_u64(1), as_u64(2)) {
             (Ok(a), Ok(r), Ok(f)) => (a, r, f),
@@ -755,39 +771,29 @@ async fn find_duplicate_keys(
     Ok(())
 }
 
-/// The records to post, one per key (the last file wins), and how many.
+/// The records to post, one per key (the last file wins when files of the run share keys): a
+/// plan over the staged records, run by the upsert in the budget's session.
 async fn posting_source(
     ctx: &SessionContext,
     def: &TableDef,
-    pass: Pass1,
-) -> Result<(datafusion::prelude::DataFrame, u64)> {
-    if pass.maybe_superseded {
-        let cols = def
-            .columns
-            .iter()
-            .map(|c| c.name)
-            .collect::<Vec<_>>()
-            .join(", ");
+    superseded: bool,
+) -> Result<datafusion::prelude::DataFrame> {
+    let cols = def
+        .columns
+        .iter()
+        .map(|c| c.name)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = if superseded {
+        // A window over the records of a key, sorted by file: it sorts and spills, where a
+        // hash of every key would not fit the budget.
         let keys = def.key.join(", ");
-        let sql = format!(
+        format!(
             "SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} \
              ORDER BY {FILE_COLUMN} DESC) AS rn FROM staged) WHERE rn = 1"
-        );
-        let batches = run_sql(ctx, def, &sql).await?;
-        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let df = ctx.read_batches(batches).map_err(|e| query_err(def, e))?;
-        return Ok((df, rows));
-    }
-    // Spread the records over one partition per core, so sorting and encoding run in parallel.
-    let rows = pass.batches.iter().map(|b| b.num_rows() as u64).sum();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); threads];
-    for (i, b) in pass.batches.into_iter().enumerate() {
-        partitions[i % threads].push(b);
-    }
-    let table = MemTable::try_new(pass.schema, partitions).map_err(|e| query_err(def, e))?;
-    let df = ctx
-        .read_table(Arc::new(table))
-        .map_err(|e| query_err(def, e))?;
-    Ok((df, rows))
+        )
+    } else {
+        format!("SELECT {cols} FROM staged")
+    };
+    ctx.sql(&sql).await.map_err(|e| query_err(def, e))
 }

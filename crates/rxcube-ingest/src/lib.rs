@@ -9,13 +9,16 @@
 #![allow(clippy::result_large_err)]
 
 mod blocks;
+mod budget;
 mod columns;
 mod error;
 mod import;
 mod keys;
 pub mod rules;
 mod source;
+mod spool;
 pub mod text;
 
+pub use budget::{DEFAULT_MEMORY_LIMIT, MIN_MEMORY_LIMIT};
 pub use error::{IngestError, RecordError, Result};
 pub use import::{ImportOptions, ImportReport, NoProgress, Progress, Status, import};

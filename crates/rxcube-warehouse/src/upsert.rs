@@ -6,22 +6,40 @@
 //! file commits nothing. With no replacements the records are appended; otherwise a Delta MERGE
 //! swaps them in. Either way it is a single commit: a reader sees the table before or after, and
 //! a writer killed at any moment leaves the last committed version intact.
+//!
+//! **Memory.** Everything runs in the caller's session and streams: its memory pool bounds what
+//! the sorts and joins hold, and they spill to its disk manager. The classification is a join
+//! of the source with the table: a hash join (the source is the build side) when the source
+//! fits in a third of the pool, otherwise a sort-merge join, which spills. Its stream is counted
+//! as it goes and the new and replacing records are written to a spill file of the session,
+//! which the append or the MERGE then reads. A first import streams the sorted source straight
+//! into the write.
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::{Array, Int8Array, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::compute::kernels::cmp::neq;
+use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::common::Column;
-use datafusion::datasource::MemTable;
+use datafusion::execution::memory_pool::MemoryLimit;
+use datafusion::execution::options::ArrowReadOptions;
+use datafusion::execution::spill_file::SpillFile;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::functions::expr_fn::date_trunc;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, cast, col, lit};
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::DeltaTable;
 use deltalake::arrow::datatypes::{DataType, TimeUnit};
+use deltalake::delta_datafusion::planner::DeltaPlanner;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
+use futures::StreamExt;
 use rxcube_model::TableDef;
 use rxcube_model::contract::PARTITION_COLUMN;
 use serde_json::Value;
-use tracing::info_span;
+use tracing::{info, info_span};
 
 use crate::layout::writer_properties;
 use crate::{Result, Warehouse, WarehouseError};
@@ -32,6 +50,12 @@ pub struct UpsertRequest {
     pub def: &'static TableDef,
     /// The records: exactly the table's contract columns, keys unique.
     pub source: DataFrame,
+    /// At most this many records, if known: `Some(0)` commits nothing without reading the
+    /// source.
+    pub source_rows: Option<u64>,
+    /// About how many bytes the records take in memory, if known: a source that fits in the
+    /// session's memory pool is matched against the table with a hash join.
+    pub source_bytes: Option<u64>,
     /// Recorded in the commit's `commitInfo` (e.g. the import run id), for tracing a version
     /// back to what produced it.
     pub commit_metadata: Vec<(String, Value)>,
@@ -49,9 +73,16 @@ pub struct UpsertOutcome {
 
 const SOURCE: &str = "source";
 const TARGET: &str = "target";
+const STATUS: &str = "__status";
+const INSERT: i8 = 0;
+const SAME: i8 = 1;
+const REPLACE: i8 = 2;
 
 impl Warehouse {
     /// Inserts new records and replaces records whose natural key is on file, in one commit.
+    ///
+    /// Runs in `ctx`, whose memory pool and disk manager bound what it holds: a source far
+    /// larger than memory streams through.
     pub async fn upsert(&self, ctx: &SessionContext, req: UpsertRequest) -> Result<UpsertOutcome> {
         let def = req.def;
         let _span = info_span!("upsert", table = def.name).entered();
@@ -59,25 +90,28 @@ impl Warehouse {
             table: def.name.to_string(),
             source,
         };
+        if req.source_rows == Some(0) {
+            return Ok(UpsertOutcome::default());
+        }
         let source = with_partition_column(def, req.source).map_err(query_err)?;
         let commit = CommitProperties::default().with_metadata(req.commit_metadata);
 
         let Some(table) = self.load(def).await? else {
             // First import: everything is new; the write creates the table.
-            let inserted = source.clone().count().await.map_err(query_err)? as u64;
-            if inserted == 0 {
-                return Ok(UpsertOutcome::default());
-            }
             let table = self.handle(def.name)?;
-            let table = self.append(def, table, source, commit, true).await?;
+            let state = ctx.state();
+            let (table, rows) = self
+                .append(def, table, &state, source, commit, true)
+                .await?;
             return Ok(UpsertOutcome {
-                inserted,
+                inserted: rows,
                 version: table.version().map(|v| v as i64),
                 ..Default::default()
             });
         };
 
-        let classified = classify(ctx, def, &table, source)
+        let state = join_state(ctx, req.source_bytes);
+        let classified = classify(&state, def, &table, source)
             .await
             .map_err(query_err)?;
         let mut outcome = UpsertOutcome {
@@ -86,32 +120,48 @@ impl Warehouse {
             unchanged: classified.unchanged,
             version: None,
         };
-        if classified.inserted + classified.replaced == 0 {
+        let Some(changed_file) = classified.changed else {
             return Ok(outcome);
-        }
+        };
+        let path = changed_file
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let schema = classified.schema;
         let changed = ctx
-            .read_table(Arc::new(
-                MemTable::try_new(classified.schema, vec![classified.changed])
-                    .map_err(query_err)?,
-            ))
+            .read_arrow(
+                &path,
+                ArrowReadOptions {
+                    schema: Some(&schema),
+                    file_extension: "",
+                    ..Default::default()
+                },
+            )
+            .await
             .map_err(query_err)?;
         let table = if classified.replaced == 0 {
-            self.append(def, table, changed, commit, false).await?
+            self.append(def, table, &ctx.state(), changed, commit, false)
+                .await?
+                .0
         } else {
-            self.merge(def, table, changed, commit).await?
+            let state = join_state(ctx, Some(classified.changed_bytes));
+            self.merge(def, table, state, changed, commit).await?
         };
+        drop(changed_file);
         outcome.version = table.version().map(|v| v as i64);
         Ok(outcome)
     }
 
+    /// Appends `source`, sorted as the files store it; returns the table and the rows added.
     async fn append(
         &self,
         def: &'static TableDef,
         table: DeltaTable,
+        state: &SessionState,
         source: DataFrame,
         commit: CommitProperties,
         create: bool,
-    ) -> Result<DeltaTable> {
+    ) -> Result<(DeltaTable, u64)> {
         let delta_err = |source| WarehouseError::Delta {
             table: def.name.to_string(),
             url: self.table_url(def.name).to_string(),
@@ -124,6 +174,7 @@ impl Warehouse {
         let mut write = table
             .write(Vec::new())
             .with_input_plan(sorted.logical_plan().clone())
+            .with_session_state(Arc::new(delta_state(state)))
             .with_save_mode(SaveMode::Append)
             .with_writer_properties(writer_properties(def))
             .with_commit_properties(commit);
@@ -133,13 +184,16 @@ impl Warehouse {
                 .with_table_name(def.name)
                 .with_description(def.doc);
         }
-        write.await.map_err(delta_err)
+        let table = write.await.map_err(delta_err)?;
+        let rows = added_rows(&table).await.map_err(delta_err)?;
+        Ok((table, rows))
     }
 
     async fn merge(
         &self,
         def: &'static TableDef,
         table: DeltaTable,
+        state: SessionState,
         source: DataFrame,
         commit: CommitProperties,
     ) -> Result<DeltaTable> {
@@ -157,6 +211,7 @@ impl Warehouse {
         let columns: Vec<&str> = stored_columns(def);
         let (table, _metrics) = table
             .merge(source, on)
+            .with_session_state(Arc::new(state))
             .with_source_alias(SOURCE)
             .with_target_alias(TARGET)
             .with_writer_properties(writer_properties(def))
@@ -177,6 +232,51 @@ impl Warehouse {
             .map_err(delta_err)?;
         Ok(table)
     }
+}
+
+/// `state` with delta-rs's query planner, which a write's plan needs (it counts the rows
+/// written with a node of its own).
+fn delta_state(state: &SessionState) -> SessionState {
+    SessionStateBuilder::new_from_existing(state.clone())
+        .with_query_planner(DeltaPlanner::new())
+        .build()
+}
+
+/// The rows the last commit of `table` (a write) added, from its operation metrics.
+async fn added_rows(table: &DeltaTable) -> deltalake::DeltaResult<u64> {
+    let mut history = table.history(Some(1));
+    let mut rows = 0;
+    if let Some(info) = history.next().await {
+        rows = info?
+            .info
+            .get("operationMetrics")
+            .and_then(|m| m.get("num_added_rows"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+    }
+    Ok(rows)
+}
+
+/// The session state for matching a source of about `source_bytes` against a table: a hash
+/// join with the source as its build side when the source fits in a third of the memory pool
+/// (or the pool is unbounded), a sort-merge join, which spills, otherwise.
+fn join_state(ctx: &SessionContext, source_bytes: Option<u64>) -> SessionState {
+    let mut state = ctx.state();
+    let hash = match state.runtime_env().memory_pool.memory_limit() {
+        MemoryLimit::Finite(pool) => {
+            source_bytes.is_some_and(|b| b.saturating_mul(3) <= pool as u64)
+        }
+        MemoryLimit::Infinite | MemoryLimit::Unknown => true,
+    };
+    let options = state.config_mut().options_mut();
+    options.optimizer.prefer_hash_join = hash;
+    // The build side stays the source (the left input), whatever the statistics say.
+    options.optimizer.join_reordering = !hash;
+    info!(
+        hash_join = hash,
+        source_bytes, "matching the records to the table"
+    );
+    state
 }
 
 fn qualified(relation: &str, column: &str) -> Expr {
@@ -228,32 +328,43 @@ fn sort_for_layout(def: &TableDef, df: DataFrame) -> datafusion::error::Result<D
 
 struct Classified {
     schema: deltalake::arrow::datatypes::SchemaRef,
-    changed: Vec<deltalake::arrow::array::RecordBatch>,
+    /// The new and replacing records, in an Arrow IPC file of the session's disk manager;
+    /// `None` when there are none.
+    changed: Option<Arc<dyn SpillFile>>,
+    /// Their size in memory.
+    changed_bytes: u64,
     inserted: u64,
     replaced: u64,
     unchanged: u64,
 }
 
 /// Joins the incoming records to the table on the natural key and sorts them into new,
-/// replacing and unchanged; keeps the new and replacing ones.
+/// replacing and unchanged, streaming: counts them all, and writes the new and replacing ones
+/// to a spill file.
 async fn classify(
-    ctx: &SessionContext,
+    state: &SessionState,
     def: &TableDef,
     table: &DeltaTable,
     source: DataFrame,
 ) -> datafusion::error::Result<Classified> {
     table
-        .update_datafusion_session(&ctx.state())
+        .update_datafusion_session(state)
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    let provider = table.table_provider().await?;
     let columns: Vec<&str> = def.columns.iter().map(|c| c.name).collect();
-    let target = ctx.read_table(provider)?.select(
+    let target = DataFrame::new(
+        state.clone(),
+        datafusion::logical_expr::LogicalPlanBuilder::scan(
+            TARGET,
+            datafusion::datasource::provider_as_source(provider),
+            None,
+        )?
+        .build()?,
+    )
+    .select(
         columns
             .iter()
-            .map(|c| col(Column::from_name(*c)).alias(format!("{TARGET}__{c}")))
+            .map(|c| col(Column::new(Some(TARGET), *c)).alias(format!("{TARGET}__{c}")))
             .chain(std::iter::once(lit(true).alias("__on_file")))
             .collect::<Vec<_>>(),
     )?;
@@ -270,14 +381,14 @@ async fn classify(
         })
         .reduce(Expr::and)
         .unwrap_or_else(|| lit(true));
-    let status = datafusion::logical_expr::when(col("__on_file").is_null(), lit("insert"))
-        .when(same, lit("same"))
-        .otherwise(lit("replace"))?;
+    let status = datafusion::logical_expr::when(col("__on_file").is_null(), lit(INSERT))
+        .when(same, lit(SAME))
+        .otherwise(lit(REPLACE))?;
     let mut keep: Vec<Expr> = stored_columns(def)
         .into_iter()
         .map(|c| col(Column::from_name(c)))
         .collect();
-    keep.push(status.alias("__status"));
+    keep.push(status.alias(STATUS));
     let joined = source
         .join(
             target,
@@ -286,44 +397,77 @@ async fn classify(
             &right_keys.iter().map(String::as_str).collect::<Vec<_>>(),
             None,
         )?
-        .select(keep)?
-        .cache()
-        .await?;
-    let counts = joined
-        .clone()
-        .aggregate(
-            vec![col("__status")],
-            vec![datafusion::functions_aggregate::count::count_all()],
-        )?
-        .collect()
-        .await?;
-    let (mut inserted, mut replaced, mut unchanged) = (0, 0, 0);
-    for batch in &counts {
-        let status = deltalake::arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
-        let status = datafusion::common::cast::as_string_array(&status)?;
-        let n = datafusion::common::cast::as_int64_array(batch.column(1))?;
-        for i in 0..batch.num_rows() {
-            let v = n.value(i) as u64;
-            match status.value(i) {
-                "insert" => inserted = v,
-                "replace" => replaced = v,
-                _ => unchanged = v,
+        .select(keep)?;
+    let plan = state.create_physical_plan(joined.logical_plan()).await?;
+    let stored = plan.schema().fields().len() - 1;
+    let schema = Arc::new(plan.schema().project(&(0..stored).collect::<Vec<_>>())?);
+    let mut stream = execute_stream(plan, state.task_ctx())?;
+
+    let mut out = Classified {
+        schema: schema.clone(),
+        changed: None,
+        changed_bytes: 0,
+        inserted: 0,
+        replaced: 0,
+        unchanged: 0,
+    };
+    let mut writer: Option<FileWriter<std::io::BufWriter<std::fs::File>>> = None;
+    let same = Int8Array::new_scalar(SAME);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let codes = batch
+            .column(stored)
+            .as_any()
+            .downcast_ref::<Int8Array>()
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Internal("status is not Int8".into())
+            })?;
+        for code in codes.values() {
+            match *code {
+                INSERT => out.inserted += 1,
+                SAME => out.unchanged += 1,
+                _ => out.replaced += 1,
             }
         }
+        let keep = neq(codes, &same)?;
+        if keep.true_count() == 0 {
+            continue;
+        }
+        let changed = filter_record_batch(
+            &RecordBatch::try_new(schema.clone(), batch.columns()[..stored].to_vec())?,
+            &keep,
+        )?;
+        out.changed_bytes += changed.get_array_memory_size() as u64;
+        let w = match &mut writer {
+            Some(w) => w,
+            None => {
+                let file = state
+                    .runtime_env()
+                    .disk_manager
+                    .create_tmp_file("changed records")?;
+                let path = file.path().ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal(
+                        "the session's spill files are not local files".into(),
+                    )
+                })?;
+                let handle = std::fs::File::create(path)?;
+                out.changed = Some(file);
+                writer.insert(FileWriter::try_new(
+                    std::io::BufWriter::with_capacity(1 << 20, handle),
+                    &schema,
+                )?)
+            }
+        };
+        w.write(&changed)?;
     }
-    let changed_df = joined.filter(col("__status").not_eq(lit("same")))?.select(
-        stored_columns(def)
-            .into_iter()
-            .map(|c| col(Column::from_name(c)))
-            .collect::<Vec<Expr>>(),
-    )?;
-    let schema = Arc::new(changed_df.schema().as_arrow().clone());
-    let changed = changed_df.collect().await?;
-    Ok(Classified {
-        schema,
-        changed,
-        inserted,
-        replaced,
-        unchanged,
-    })
+    if let Some(mut w) = writer {
+        w.finish()?;
+    }
+    info!(
+        inserted = out.inserted,
+        replaced = out.replaced,
+        unchanged = out.unchanged,
+        "records matched to the table"
+    );
+    Ok(out)
 }
