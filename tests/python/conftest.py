@@ -32,6 +32,15 @@ def rxcube(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([rxcube_bin(), *args], capture_output=True, text=True, check=check)
 
 
+def users(wh, *args, password=None, check=True):
+    """Runs `rxcube users ...` on warehouse `wh` (the password, if any, on standard input)."""
+    p = subprocess.run([rxcube_bin(), "users", *args, "--warehouse", wh], capture_output=True, text=True,
+                       input=password if password is not None else "")
+    if check:
+        assert p.returncode == 0, f"rxcube users {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+    return p
+
+
 def rxcube_json(warehouse: str, sql: str):
     out = rxcube("sql", "--warehouse", warehouse, "--format", "json", sql).stdout
     return json.loads(out)

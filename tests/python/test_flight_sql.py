@@ -39,7 +39,7 @@ from flightsql import connect as flightsql_connect
 from flightsql import flightsql_pb2 as pb
 from flightsql.client import flight_descriptor
 
-from conftest import rxcube, rxcube_bin, rxcube_json
+from conftest import rxcube, rxcube_bin, rxcube_json, users
 
 PASSWORD = "demo"
 LEVELS = ["pharmacy", "local_area", "service_area", "region", "division"]
@@ -1030,14 +1030,6 @@ def test_audit_log_needs_the_audit_privilege(as_user, user):
 
 # ---------------------------------------------------------------------------------------------
 # `rxcube users`.
-
-def users(wh, *args, password=None, check=True):
-    p = subprocess.run([rxcube_bin(), "users", *args, "--warehouse", wh], capture_output=True, text=True,
-                       input=password if password is not None else "")
-    if check:
-        assert p.returncode == 0, f"rxcube users {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
-    return p
-
 
 def listed(wh):
     """{user: the line of `rxcube users list` naming it}."""

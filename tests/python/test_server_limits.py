@@ -33,7 +33,7 @@ from flightsql import FlightSQLClient
 from flightsql import flightsql_pb2 as pb
 from flightsql.client import flight_descriptor
 
-from conftest import rxcube, rxcube_bin, rxcube_json
+from conftest import rxcube, rxcube_bin, rxcube_json, users
 from test_flight_sql import ERRORS, Server, adbc_connect, copy_warehouse, fetch, flight_login, rows, statement
 
 PASSWORD = "limits-pw"
@@ -50,14 +50,6 @@ RUNAWAY = "SELECT count(*) AS n FROM rx_fills a, rx_fills b WHERE a.rx_id <> b.r
 
 # ---------------------------------------------------------------------------------------------
 # Warehouse, users, servers.
-
-def users(wh, *args, password=None, check=True):
-    p = subprocess.run([rxcube_bin(), "users", *args, "--warehouse", wh], capture_output=True, text=True,
-                       input=password if password is not None else "")
-    if check:
-        assert p.returncode == 0, f"rxcube users {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
-    return p
-
 
 def add_user(wh, name, scope, group="analysts", password=PASSWORD):
     users(wh, "add", name, "--scope", scope, "--group", group, "--password-stdin", password=password + "\n")

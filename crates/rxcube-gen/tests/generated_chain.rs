@@ -411,17 +411,7 @@ fn assert_spring_forward_night_is_paid_by_the_wall_clock(set: &DataSet) {
         "2024-03-10 06:30:00"
     );
     let rates = hourly_rates(set);
-    let employees = set.table(TableName::Employees);
-    let class_of: HashMap<&str, &str> = employees
-        .rows
-        .iter()
-        .map(|r| {
-            (
-                text(&r[employees.col("employee_id")]),
-                text(&r[employees.col("job_class")]),
-            )
-        })
-        .collect();
+    let class_of = job_classes(set);
     let payroll = set.table(TableName::Payroll);
     let night: Vec<&Vec<Val>> = payroll
         .rows
@@ -469,6 +459,21 @@ fn hourly_rates(set: &DataSet) -> HashMap<&str, i128> {
             (
                 text(&r[employees.col("employee_id")]),
                 r[employees.col("hourly_rate")].hundredths().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Each employee's job class, by employee id.
+fn job_classes(set: &DataSet) -> HashMap<&str, &str> {
+    let employees = set.table(TableName::Employees);
+    employees
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                text(&r[employees.col("employee_id")]),
+                text(&r[employees.col("job_class")]),
             )
         })
         .collect()
@@ -758,17 +763,7 @@ fn payroll_pays_the_wall_clock_with_overnight_shifts_overtime_call_ins_and_hones
     let set = small_csv();
     let zones = set.zones();
     let rates = hourly_rates(set);
-    let employees = set.table(TableName::Employees);
-    let class_of: HashMap<&str, &str> = employees
-        .rows
-        .iter()
-        .map(|r| {
-            (
-                text(&r[employees.col("employee_id")]),
-                text(&r[employees.col("job_class")]),
-            )
-        })
-        .collect();
+    let class_of = job_classes(set);
     let payroll = set.table(TableName::Payroll);
     let (emp, pid, start, end, code, hours, cost) = (
         payroll.col("employee_id"),
