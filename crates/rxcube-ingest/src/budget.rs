@@ -11,6 +11,12 @@
 //!   directory when it is full. Hash joins cannot spill, so the session prefers sort-merge
 //!   joins; the posting picks a hash join only for a source that fits the pool.
 //!
+//! DataFusion 55's `RepartitionExec` spills the batches it cannot reserve to a spill pool whose
+//! reader can wait forever on the older of two open files (apache/datafusion#24883, fixed after
+//! 55): an import under a tight budget then stops with every thread parked. [`ExchangePool`]
+//! grants the exchanges' buffers (a few batches per partition, as before DataFusion spilled
+//! them) and counts them against the pool, so the sorts around them spill sooner instead.
+//!
 //! The rest of the budget is headroom for what no pool tracks: the blocks being parsed, the
 //! Parquet writers' open row groups, the allocator. The directory is removed when the import
 //! ends (a `kill -9` leaves it behind in the temporary directory, and the table untouched).
@@ -19,9 +25,11 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 
+use datafusion::common::Result as DfResult;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{
-    FairSpillPool, MemoryPool, TrackConsumersPool, UnboundedMemoryPool,
+    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation, TrackConsumersPool,
+    UnboundedMemoryPool,
 };
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionContext;
@@ -83,10 +91,10 @@ impl Budget {
                 // once per batch: plain strings are counted as they are.
                 options.execution.parquet.schema_force_view_types = false;
                 // An exhausted pool names its largest consumers.
-                Arc::new(TrackConsumersPool::new(
+                Arc::new(ExchangePool(Arc::new(TrackConsumersPool::new(
                     FairSpillPool::new(pool),
                     NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
-                ))
+                ))))
             }
             None => Arc::new(UnboundedMemoryPool::default()),
         };
@@ -159,4 +167,57 @@ fn merge_fan_in(pool: usize, batch_rows: usize, partitions: usize) -> usize {
 /// The DataFusion pool of a budget of `limit` bytes.
 fn pool_bytes(limit: usize) -> usize {
     limit / 2
+}
+
+/// A pool that never refuses a `RepartitionExec` its buffers (see the module docs): they are
+/// granted and counted, every other consumer is refused as `0`'s pool refuses it.
+#[derive(Debug)]
+struct ExchangePool(Arc<dyn MemoryPool>);
+
+/// The name of DataFusion's repartitioning operator, which its consumers' names start with.
+const EXCHANGE: &str = "RepartitionExec";
+
+impl std::fmt::Display for ExchangePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl MemoryPool for ExchangePool {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn register(&self, consumer: &MemoryConsumer) {
+        self.0.register(consumer);
+    }
+
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        self.0.unregister(consumer);
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.0.grow(reservation, additional);
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        self.0.shrink(reservation, shrink);
+    }
+
+    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> DfResult<()> {
+        if reservation.consumer().name().starts_with(EXCHANGE) {
+            self.0.grow(reservation, additional);
+            Ok(())
+        } else {
+            self.0.try_grow(reservation, additional)
+        }
+    }
+
+    fn reserved(&self) -> usize {
+        self.0.reserved()
+    }
+
+    fn memory_limit(&self) -> MemoryLimit {
+        self.0.memory_limit()
+    }
 }

@@ -1073,7 +1073,6 @@ async fn import_with_budget(
 /// the match against the table and the sorted write: the same reports, the same errors with
 /// the same record numbers, and the same table as an import without a budget.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bounded-memory import in progress: the upsert's external sort runs out of a budget this small"]
 async fn a_memory_budget_far_below_the_files_gives_the_same_table_as_none() {
     let unbounded = Fixture::new().await;
     let bounded = Fixture::new().await;

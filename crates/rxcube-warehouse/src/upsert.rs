@@ -352,6 +352,10 @@ async fn classify(
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
     let provider = table.table_provider().await?;
     let columns: Vec<&str> = def.columns.iter().map(|c| c.name).collect();
+    // The table's strings come as views of whole Parquet pages, which a memory pool counts in
+    // full for every batch that points into them: cast to the records' own types, which copies
+    // each batch's strings out, so a bounded pool counts what the join really holds.
+    let source_schema = source.schema().clone();
     let target = DataFrame::new(
         state.clone(),
         datafusion::logical_expr::LogicalPlanBuilder::scan(
@@ -364,7 +368,14 @@ async fn classify(
     .select(
         columns
             .iter()
-            .map(|c| col(Column::new(Some(TARGET), *c)).alias(format!("{TARGET}__{c}")))
+            .map(|c| {
+                let column = col(Column::new(Some(TARGET), *c));
+                let column = match source_schema.field_with_unqualified_name(c) {
+                    Ok(field) => cast(column, field.data_type().clone()),
+                    Err(_) => column,
+                };
+                column.alias(format!("{TARGET}__{c}"))
+            })
             .chain(std::iter::once(lit(true).alias("__on_file")))
             .collect::<Vec<_>>(),
     )?;
