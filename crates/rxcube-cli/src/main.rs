@@ -123,12 +123,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// A path argument that must name an existing file.
+/// A path argument that must name an existing file (not a directory).
 fn existing_file(s: &str) -> Result<PathBuf, String> {
     let p = PathBuf::from(s);
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!("no such file: {s}"))
+    match std::fs::metadata(&p) {
+        Ok(m) if m.is_file() => Ok(p),
+        Ok(m) if m.is_dir() => Err(format!("{s} is a directory; name the files in it")),
+        Ok(_) => Err(format!("{s} is not a regular file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("no such file: {s}")),
+        Err(e) => Err(format!("cannot read {s}: {e}")),
     }
 }

@@ -139,6 +139,16 @@ fn usage_errors_are_clear() {
     );
     let out = rxcube(&["import", "-w", "/tmp/x", "rx_fills", "/nonexistent.csv"]);
     assert!(text(&out.stderr).contains("no such file: /nonexistent.csv"));
+    // A directory is named as one, not as a missing file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("fills.csv");
+    std::fs::create_dir(&d).expect("mkdir");
+    let d = d.display().to_string();
+    let out = rxcube(&["import", "-w", "/tmp/x", "rx_fills", &d]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{d} is a directory")), "{err}");
+    assert!(!err.contains("no such file"), "{err}");
 }
 
 #[test]

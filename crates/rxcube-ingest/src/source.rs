@@ -70,6 +70,10 @@ impl Source {
             .extension()
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase);
+        if path.is_dir() {
+            // Opening a directory succeeds on Unix; reading it would fail with a vaguer error.
+            return Err(fail("is a directory, not a file".to_string()));
+        }
         let handle = File::open(path).map_err(|e| fail(format!("cannot open the file: {e}")))?;
         let total_bytes = handle.metadata().map(|m| m.len()).unwrap_or(0);
         match ext.as_deref() {

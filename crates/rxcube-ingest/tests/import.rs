@@ -464,6 +464,20 @@ async fn file_level_problems_are_named() {
         r.errors[0]
     );
     assert_eq!(f.version(TableName::RxFills).await, None);
+
+    // A directory named as a file (`fills.csv/`) is said to be one.
+    let d = f.dir.path().join("dir.csv");
+    std::fs::create_dir(&d).expect("mkdir");
+    let r = f
+        .import_files(TableName::RxFills, std::slice::from_ref(&d), 1)
+        .await;
+    assert_eq!(r.status, Status::Rejected);
+    assert_eq!(r.errors[0].file, d.display().to_string());
+    assert_eq!(
+        r.errors[0].reason, "is a directory, not a file",
+        "{}",
+        r.errors[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
