@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rxcube_ingest::{ImportOptions, ImportReport, Progress, Status, import};
+use rxcube_ingest::{ImportOptions, ImportReport, Progress, Status, escape, import};
 use rxcube_model::TableName;
 
 use crate::WarehouseArg;
@@ -175,7 +175,7 @@ fn print_errors(report: &ImportReport, shown: usize, brief: bool) {
                 .or_default() += 1;
         }
         for ((column, reason), n) in counts {
-            eprintln!("{n:>8}  {column}: {reason}");
+            eprintln!("{n:>8}  {}: {}", escape(&column), escape(&reason));
         }
     } else if report.total_errors > shown.min(kept) as u64 {
         eprintln!(

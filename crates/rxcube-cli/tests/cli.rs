@@ -129,6 +129,74 @@ fn a_rejected_import_exits_1_names_record_and_column_and_posts_nothing() {
 }
 
 #[test]
+fn control_characters_in_bad_values_are_escaped_on_the_error_line_and_kept_in_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = dir.path().join("w").display().to_string();
+    let ph = write(dir.path(), "ph.csv", PHARMACIES);
+    assert!(
+        rxcube(&["import", "-w", &w, "pharmacies", &ph])
+            .status
+            .success()
+    );
+    // A NUL, a quoted line break, a terminal escape and a literal backslash-n in bad values.
+    let fills = write(
+        dir.path(),
+        "fills.csv",
+        "rx_id,fill_no,pharmacy_id,channel,received_at,filled_at\n\
+         1,0,00017,lo\0cal,2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n\
+         2,0,00017,\"mail\nbox\",2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n\
+         3,0,00017,\u{1b}[31mcrp,2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n\
+         4,0,00017,mail\\nbox,2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n",
+    );
+    for brief in [false, true] {
+        let mut args = vec!["import", "-w", &w, "rx_fills", &fills];
+        if brief {
+            args.insert(4, "--brief");
+        }
+        let out = rxcube(&args);
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(
+            !err.contains(['\0', '\u{1b}']),
+            "a raw control character reached the terminal: {err:?}"
+        );
+        if brief {
+            assert!(
+                err.contains("       4  channel: must be one of local, crp"),
+                "{err}"
+            );
+            continue;
+        }
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(lines.len(), 4, "one line per error: {err}");
+        for (line, shown) in lines.iter().zip([
+            r"record 1, column channel, value 'lo\0cal'",
+            r"record 2, column channel, value 'mail\nbox'",
+            r"record 3, column channel, value '\u{1b}[31mcrp'",
+            r"record 4, column channel, value 'mail\\nbox'",
+        ]) {
+            assert!(line.contains(shown), "{line:?} lacks {shown:?}");
+        }
+    }
+    // The log keeps the values exactly as the file holds them.
+    let out = rxcube(&[
+        "sql",
+        "-w",
+        &w,
+        "--format",
+        "csv",
+        "SELECT record, octet_length(value) AS n, \
+         strpos(value, chr(10)) AS lf, strpos(value, chr(27)) AS esc, strpos(value, chr(92)) AS bs \
+         FROM system.import_errors ORDER BY run_id, record LIMIT 4",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "record,n,lf,esc,bs\n1,6,0,0,0\n2,8,5,0,0\n3,8,0,1,0\n4,9,0,0,5\n"
+    );
+}
+
+#[test]
 fn usage_errors_are_clear() {
     let out = rxcube(&["import", "-w", "/tmp/x", "fills", "/nonexistent.csv"]);
     assert_eq!(out.status.code(), Some(2));

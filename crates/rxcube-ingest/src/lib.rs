@@ -20,5 +20,5 @@ mod spool;
 pub mod text;
 
 pub use budget::{DEFAULT_MEMORY_LIMIT, MIN_MEMORY_LIMIT};
-pub use error::{IngestError, RecordError, Result};
+pub use error::{IngestError, RecordError, Result, escape, escape_value};
 pub use import::{ImportOptions, ImportReport, NoProgress, Progress, Status, import};
