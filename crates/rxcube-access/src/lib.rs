@@ -87,8 +87,9 @@ impl Snapshot {
     pub async fn load(warehouse: &Warehouse) -> Result<Self> {
         let def = rxcube_cube::definition_for(warehouse)
             .map_err(|e| AccessError::Invalid(e.to_string()))?;
+        let default_timezone = def.time.default_timezone.clone();
         let home = rxcube_cube::session(warehouse, def).await?;
-        let org = OrgIndex::load(&home).await?;
+        let org = OrgIndex::load(&home, &default_timezone).await?;
         Ok(Self { home, org })
     }
 

@@ -27,7 +27,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionContext, col};
 
 use crate::directory::{Principal, Privilege};
-use crate::scope::{Level, Reach};
+use crate::scope::{Grain, Level, Reach};
 
 /// How a relation of the home catalog appears to a user.
 enum Rule {
@@ -64,11 +64,16 @@ fn in_list<T: Into<ScalarValue> + Clone>(
 fn rule(
     schema: &str,
     table: &str,
-    columns: &[String],
+    columns: &arrow::datatypes::Schema,
     reach: &Reach,
     principal: &Principal,
 ) -> Rule {
-    let has = |c: &str| columns.iter().any(|n| n == c);
+    let has = |c: &str| columns.field_with_name(c).is_ok();
+    let type_of = |c: &str| {
+        columns
+            .field_with_name(c)
+            .map_or(DataType::Null, |f| f.data_type().clone())
+    };
     if schema == "system" && table == "audit_log" {
         // The audit log is for administrators, whatever their scope.
         return if principal.may(Privilege::Audit) {
@@ -90,16 +95,43 @@ fn rule(
             .map(|(_, c)| *c)
             .collect()
     };
-    let pharmacies = || reach.pharmacies.iter().cloned().map(ScalarValue::from);
+    // Facts are in scope "as was" (see `crate::scope`): by their event time, or by their
+    // validity dates, or (the org itself) by the placement each row states.
+    let event_time = rxcube_model::contract::TableName::ALL
+        .into_iter()
+        .map(|t| t.def())
+        .find(|d| d.name == table)
+        .and_then(|d| d.event_time);
     match schema {
         "public" => match table {
             "targets" => Rule::Direct,
             "employees" => Rule::Scoped {
-                predicate: Some(in_list("home_pharmacy_id", pharmacies())),
+                predicate: Some(in_list(
+                    "home_pharmacy_id",
+                    reach.current.iter().cloned().map(ScalarValue::from),
+                )),
+                masked: masked(),
+            },
+            "pharmacies" => Rule::Scoped {
+                predicate: Some(match reach.scope.level {
+                    Level::Pharmacy => col(Column::new_unqualified("pharmacy_id"))
+                        .eq(lit(reach.scope.node.clone())),
+                    level => col(Column::new_unqualified(level.as_str()))
+                        .eq(lit(reach.scope.node.clone())),
+                }),
                 masked: masked(),
             },
             _ if has("pharmacy_id") => Rule::Scoped {
-                predicate: Some(in_list("pharmacy_id", pharmacies())),
+                predicate: Some(match event_time {
+                    Some(t) if has(t) => reach.fact_filter("pharmacy_id", t, &type_of(t)),
+                    _ if has("valid_from") && has("valid_to") => {
+                        reach.dated_filter("pharmacy_id", "valid_from", "valid_to")
+                    }
+                    _ => in_list(
+                        "pharmacy_id",
+                        reach.pharmacies.iter().cloned().map(ScalarValue::from),
+                    ),
+                }),
                 masked: masked(),
             },
             _ => Rule::Hide,
@@ -111,6 +143,28 @@ fn rule(
                     masked: vec![],
                 };
             }
+            let start = type_of("period_start");
+            // Rows are periods of a node: in scope while the node is (see `crate::scope`).
+            let periods = |level: Level| -> Expr {
+                if !has("period_start") {
+                    return in_list("node", reach.nodes(level).iter().cloned());
+                }
+                let grain = if has("grain") {
+                    Grain::Column("grain")
+                } else if table == "weekly_trend" {
+                    Grain::Fixed("week")
+                } else if table == "budget" {
+                    Grain::Fixed("pay_period")
+                } else {
+                    Grain::Fixed(
+                        table
+                            .strip_prefix(level.as_str())
+                            .and_then(|g| g.strip_prefix('_'))
+                            .unwrap_or_default(),
+                    )
+                };
+                reach.period_filter(level, grain, &start)
+            };
             if has("level") && has("node") {
                 let parts: Vec<Expr> = Level::ALL
                     .into_iter()
@@ -118,7 +172,7 @@ fn rule(
                     .map(|l| {
                         col(Column::new_unqualified("level"))
                             .eq(lit(l.as_str()))
-                            .and(in_list("node", reach.nodes(l).iter().cloned()))
+                            .and(periods(l))
                     })
                     .collect();
                 let predicate = parts.into_iter().reduce(Expr::or).unwrap_or(lit(false));
@@ -136,7 +190,7 @@ fn rule(
                 .or_else(|| has("peer_group").then_some(Level::Pharmacy));
             match level {
                 Some(l) if has("node") => Rule::Scoped {
-                    predicate: Some(in_list("node", reach.nodes(l).iter().cloned())),
+                    predicate: Some(periods(l)),
                     masked: vec![],
                 },
                 _ => Rule::Hide,
@@ -172,12 +226,7 @@ pub async fn user_session(
             let Some(table) = home_schema.table(&name).await? else {
                 continue;
             };
-            let columns: Vec<String> = table
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
+            let columns = table.schema();
             match rule(&schema_name, &name, &columns, reach, principal) {
                 Rule::Hide => continue,
                 Rule::Direct => {

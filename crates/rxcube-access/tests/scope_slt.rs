@@ -87,7 +87,13 @@ async fn a_pharmacy_manager_sees_its_pharmacy_with_peer_figures_and_nothing_else
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_area_manager_sees_the_pharmacies_ever_in_its_area() {
+async fn an_area_manager_sees_what_rolled_up_into_its_area_as_was() {
     run("local_area__LA1", false).await;
     run("local_area__LA1", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_area_a_pharmacy_moved_into_sees_it_from_the_move_on() {
+    run("local_area__LA2", false).await;
+    run("local_area__LA2", true).await;
 }

@@ -92,8 +92,10 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
 
 /// The org of `warehouse`, which scopes are checked against.
 async fn org(warehouse: &rxcube_warehouse::Warehouse) -> anyhow::Result<rxcube_access::OrgIndex> {
-    let ctx = rxcube_cube::session(warehouse, rxcube_cube::definition_for(warehouse)?).await?;
-    Ok(rxcube_access::OrgIndex::load(&ctx).await?)
+    let def = rxcube_cube::definition_for(warehouse)?;
+    let default_timezone = def.time.default_timezone.clone();
+    let ctx = rxcube_cube::session(warehouse, def).await?;
+    Ok(rxcube_access::OrgIndex::load(&ctx, &default_timezone).await?)
 }
 
 /// Adds a user to the directory of `warehouse` after checking its scope against the org.
