@@ -8,6 +8,12 @@
 //! an administrator), then filtered to the scope and masked. Nothing else is registered: no raw
 //! table, rollup or system table a rule does not allow is reachable by any SQL, because it is
 //! not in the user's catalog at all. Division users read the home relations directly.
+//!
+//! Below the level that may see employee data (pharmacy scopes), the scoped relations are
+//! planned in the home session with small-cell protection on ([`protected_home`]): a cube cell
+//! whose pay comes from fewer employees (or whose survey shares from fewer responses) than
+//! `cube.toml`'s `[[small_cells]]` minimums shows NULL for those figures, and takes no part in
+//! the peer averages, ranks and peer sizes these users see.
 
 use std::sync::Arc;
 
@@ -201,14 +207,33 @@ fn rule(
     }
 }
 
+/// `home` with small-cell protection on (`rxcube.small_cells`): the cube relations planned in
+/// it suppress the figures of small cells ([`rxcube_cube::definition::SmallCells`]) and leave
+/// them out of peer averages and ranks. The relations are the home's own.
+pub fn protected_home(home: &SessionContext) -> Result<SessionContext> {
+    let mut state = home.state();
+    state
+        .config_mut()
+        .options_mut()
+        .set("rxcube.small_cells", "true")?;
+    Ok(SessionContext::new_with_state(state))
+}
+
 /// The session `principal` reaching `reach` gets over `home`: the relations it may read, each
-/// scoped and masked, and nothing else (see the module docs).
+/// scoped and masked, and nothing else (see the module docs). A scope that does not see
+/// employee data reads every relation through [`protected_home`]: small cells are suppressed
+/// inside the plan, below anything the user's SQL can change.
 pub async fn user_session(
     home: &SessionContext,
     principal: &Principal,
     reach: &Reach,
 ) -> Result<SessionContext> {
     let state = home.state();
+    let planning = if reach.is_everything() || reach.sees_employee_data() {
+        home.clone()
+    } else {
+        protected_home(home)?
+    };
     let catalog_name = state.config().options().catalog.default_catalog.clone();
     let home_catalog = home
         .catalog(&catalog_name)
@@ -233,7 +258,7 @@ pub async fn user_session(
                     schema.register_table(name, table)?;
                 }
                 Rule::Scoped { predicate, masked } => {
-                    let scoped = ScopedTable::new(home.clone(), table, predicate, &masked)?;
+                    let scoped = ScopedTable::new(planning.clone(), table, predicate, &masked)?;
                     schema.register_table(name, Arc::new(scoped))?;
                 }
             }

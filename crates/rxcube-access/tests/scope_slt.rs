@@ -5,6 +5,10 @@
 //! it may read, what it may not, and that what it reads is exactly the hand-worked figures of
 //! its part of the chain (peer averages and ranks still over every pharmacy). Each suite runs
 //! on the raw path and from rollups.
+//!
+//! `tests/slt/<fixture>/<level>__<node>.slt` runs the same way over the chain
+//! `tests/fixtures/<fixture>` (its README works out the answers): `small_cells` for small-cell
+//! protection.
 
 #[path = "../../rxcube-cube/tests/support/slt_support.rs"]
 mod slt_support;
@@ -15,7 +19,6 @@ use std::path::{Path, PathBuf};
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use rxcube_access::{Principal, Privilege, Scope, Snapshot};
-use rxcube_warehouse::Warehouse;
 use sqllogictest::{DBOutput, DefaultColumnType};
 
 struct Db {
@@ -39,13 +42,16 @@ fn tiny() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../rxcube-cube/tests/fixtures/tiny")
 }
 
-async fn land(root: &Path) -> Warehouse {
-    slt_support::land(&tiny(), root).await
-}
-
 async fn run(suite: &str, rollups: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let warehouse = land(&dir.path().join("w")).await;
+    let (fixture, name) = match suite.rsplit_once('/') {
+        Some((fixture, name)) => (
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{fixture}")),
+            name,
+        ),
+        None => (tiny(), suite),
+    };
+    let warehouse = slt_support::land(&fixture, &dir.path().join("w")).await;
     if rollups {
         rxcube_cube::rollup::run(
             &warehouse,
@@ -57,7 +63,7 @@ async fn run(suite: &str, rollups: bool) {
         .expect("rollups build");
     }
     let snapshot = Snapshot::load(&warehouse).await.expect("snapshot");
-    let (level, node) = suite.split_once("__").expect("suite named level__node");
+    let (level, node) = name.split_once("__").expect("suite named level__node");
     let scope: Scope = format!("{level}:{node}").parse().expect("scope");
     snapshot.org.check(&scope).expect("scope in the fixture");
     let principal = Principal {
@@ -96,4 +102,16 @@ async fn an_area_manager_sees_what_rolled_up_into_its_area_as_was() {
 async fn the_area_a_pharmacy_moved_into_sees_it_from_the_move_on() {
     run("local_area__LA2", false).await;
     run("local_area__LA2", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pharmacy_manager_gets_no_figure_of_a_small_cell() {
+    run("small_cells/pharmacy__1", false).await;
+    run("small_cells/pharmacy__1", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_area_manager_sees_every_cell_of_the_small_cells_chain() {
+    run("small_cells/local_area__LA1", false).await;
+    run("small_cells/local_area__LA1", true).await;
 }

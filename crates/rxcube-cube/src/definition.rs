@@ -43,6 +43,61 @@ pub struct CubeDef {
     pub metrics: Vec<Metric>,
     #[serde(rename = "rollup", default)]
     pub rollups: Vec<RollupDef>,
+    /// Small-cell protection: which cells' figures users below the level that may see
+    /// employee data do not get ([`SmallCells`]).
+    #[serde(rename = "small_cells", default)]
+    pub small_cells: Vec<SmallCells>,
+}
+
+/// A small-cell rule: in a cell (org node, grain, period) whose facts of `source` come from
+/// fewer than `minimum` contributors, every component of the source (but the `count`
+/// component itself), every ratio built on one and every median over the source is NULL for
+/// the sessions that protect small cells (`rxcube.small_cells`, set for users whose scope does
+/// not see employee data). The contributors are the distinct values of the fact column
+/// `distinct` (employees), or, with `count`, that component's sum in the cell (responses).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SmallCells {
+    pub source: String,
+    /// A column of the source's facts whose distinct values in a cell are counted.
+    pub distinct: Option<String>,
+    /// A component of the source whose sum in a cell is the count.
+    pub count: Option<String>,
+    /// Cells with fewer contributors are suppressed.
+    pub minimum: u32,
+    #[serde(default)]
+    pub doc: String,
+}
+
+/// The fact columns a small-cell rule may count distinct values of, per source: those of the
+/// sources read one fact per row (`fills` and `payroll`; POS lines and survey responses are
+/// pre-summed per 15-minute bucket, so they count with a component).
+pub const DISTINCT_COLUMNS: [(&str, &[&str]); 2] = [
+    ("fills", &["rx_id", "fill_no", "channel"]),
+    ("payroll", &["employee_id", "pay_code"]),
+];
+
+impl SmallCells {
+    /// The name of the cell's contributor count: the `count` component, or
+    /// `<source>_distinct_<column>` (also the rollup column keeping the distinct values).
+    pub fn counter(&self) -> String {
+        match (&self.count, &self.distinct) {
+            (Some(c), _) => c.clone(),
+            (None, Some(d)) => distinct_column(&self.source, d),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The condition, over a cell's columns, under which the cell is suppressed.
+    pub fn suppressed_sql(&self) -> String {
+        format!("COALESCE({}, 0) < {}", self.counter(), self.minimum)
+    }
+}
+
+/// The name of the count (in a cell) and the set (in a rollup) of the distinct values of
+/// `column` over the facts of `source`.
+pub fn distinct_column(source: &str, column: &str) -> String {
+    format!("{source}_distinct_{column}")
 }
 
 /// A materialized rollup: the mergeable partial states of `measures` per pharmacy, org version
@@ -228,7 +283,97 @@ impl CubeDef {
                 }
             }
         }
+        let mut protected = HashSet::new();
+        for r in &def.small_cells {
+            let what = format!("small_cells rule for '{}'", r.source);
+            if !SOURCES.contains(&r.source.as_str()) {
+                return Err(fail(format!(
+                    "{what}: unknown source; the sources are {}",
+                    SOURCES.join(", ")
+                )));
+            }
+            if !protected.insert(r.source.as_str()) {
+                return Err(fail(format!("{what}: the source has two rules")));
+            }
+            if r.minimum < 1 {
+                return Err(fail(format!("{what}: minimum must be at least 1")));
+            }
+            match (&r.distinct, &r.count) {
+                (Some(d), None) => {
+                    let allowed = DISTINCT_COLUMNS
+                        .iter()
+                        .find(|(s, _)| *s == r.source)
+                        .map(|(_, c)| *c)
+                        .unwrap_or(&[]);
+                    if !allowed.contains(&d.as_str()) {
+                        return Err(fail(format!(
+                            "{what}: distinct '{d}' is not a column it can count ({}); \
+                             count a component instead",
+                            if allowed.is_empty() {
+                                "none for this source".to_string()
+                            } else {
+                                allowed.join(", ")
+                            }
+                        )));
+                    }
+                    let name = distinct_column(&r.source, d);
+                    if names.contains(name.as_str()) {
+                        return Err(fail(format!(
+                            "{what}: '{name}' names its count and is also a metric"
+                        )));
+                    }
+                }
+                (None, Some(c)) => {
+                    if !def
+                        .components
+                        .iter()
+                        .any(|k| k.name == *c && k.source == r.source)
+                    {
+                        return Err(fail(format!(
+                            "{what}: count '{c}' is not a component of the source"
+                        )));
+                    }
+                }
+                _ => {
+                    return Err(fail(format!(
+                        "{what}: give one of distinct (a fact column) or count (a component)"
+                    )));
+                }
+            }
+        }
         Ok(def)
+    }
+
+    /// The small-cell rule of `source`, if any.
+    pub fn small_cell_rule(&self, source: &str) -> Option<&SmallCells> {
+        self.small_cells.iter().find(|r| r.source == source)
+    }
+
+    /// The small-cell rules that suppress `metric` (a metric or component name) in a small
+    /// cell: the rule of each source it draws on, except a rule's own count component.
+    pub fn small_cell_rules_of(&self, metric: &str) -> Vec<&SmallCells> {
+        // (source, the component drawn on; None for a median)
+        let drawn: Vec<(&str, Option<&str>)> = match self.lookup(metric) {
+            Some(MetricRef::Defined(m)) if m.kind == MetricKind::Median => {
+                vec![(m.source.as_deref().unwrap_or_default(), None)]
+            }
+            Some(_) => self
+                .components_of(metric)
+                .into_iter()
+                .map(|c| (c.source.as_str(), Some(c.name.as_str())))
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut rules: Vec<&SmallCells> = Vec::new();
+        for (source, component) in drawn {
+            if let Some(r) = self.small_cell_rule(source)
+                && (component.is_none() || r.count.as_deref() != component)
+                && !rules.iter().any(|k| k.source == r.source)
+            {
+                rules.push(r);
+            }
+        }
+        rules
     }
 
     /// The components and medians a rollup keeps, in definition order.
@@ -358,6 +503,29 @@ mod tests {
     }
 
     #[test]
+    fn small_cell_rules_cover_pay_and_survey_shares_but_not_the_response_count() {
+        let def = CubeDef::built_in();
+        let sources = |m: &str| -> Vec<String> {
+            def.small_cell_rules_of(m)
+                .iter()
+                .map(|r| format!("{} < {}", r.counter(), r.minimum))
+                .collect()
+        };
+        let pay = ["payroll_distinct_employee_id < 3"];
+        let surveys = ["survey_responses < 5"];
+        assert_eq!(sources("labor_cost"), pay);
+        assert_eq!(sources("labor_hours"), pay);
+        assert_eq!(sources("labor_cost_per_rx"), pay);
+        assert_eq!(sources("csat_pct"), surveys);
+        assert_eq!(sources("pct_very_dissatisfied"), surveys);
+        assert_eq!(sources("very_satisfied"), surveys);
+        assert!(sources("survey_responses").is_empty());
+        assert!(sources("rx_sold").is_empty());
+        assert!(sources("on_time_pct").is_empty());
+        assert!(sources("median_processing_minutes").is_empty());
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let cases = [
             (
@@ -385,6 +553,29 @@ mod tests {
             (
                 &format!("{BUILT_IN}\n[[rollup]]\nname = \"x\"\ngrain = \"fortnight\"\n"),
                 "unknown variant `fortnight`",
+            ),
+            (
+                &BUILT_IN.replace("distinct = \"employee_id\"", "distinct = \"cost\""),
+                "small_cells rule for 'payroll': distinct 'cost' is not a column it can count",
+            ),
+            (
+                &BUILT_IN.replace("count = \"survey_responses\"", "count = \"rx_sold\""),
+                "small_cells rule for 'surveys': count 'rx_sold' is not a component of the source",
+            ),
+            (
+                &BUILT_IN.replace(
+                    "count = \"survey_responses\"",
+                    "count = \"survey_responses\"\ndistinct = \"rating\"",
+                ),
+                "small_cells rule for 'surveys': give one of distinct",
+            ),
+            (
+                &BUILT_IN.replace("minimum = 3", "minimum = 0"),
+                "small_cells rule for 'payroll': minimum must be at least 1",
+            ),
+            (
+                &BUILT_IN.replace("source = \"surveys\"\ncount", "source = \"payroll\"\ncount"),
+                "small_cells rule for 'payroll': the source has two rules",
             ),
         ];
         for (text, want) in cases {

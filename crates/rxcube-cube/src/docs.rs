@@ -111,6 +111,46 @@ pub fn metrics_markdown(def: &CubeDef) -> String {
             cell(&c.doc)
         );
     }
+    if !def.small_cells.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n### Small cells\n\nFor users whose scope does not see employee data (pharmacy \
+             scopes), a cell (org node, grain, period) with fewer contributors than a rule's \
+             minimum shows NULL for every component of the rule's source (but the count \
+             itself), every ratio naming one and every median over the source, and takes no \
+             part in their peer averages, ranks and peer sizes. Administrators and scopes above \
+             the pharmacy see every cell.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| source | contributors | minimum | suppressed | why |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        for r in &def.small_cells {
+            let contributors = match (&r.distinct, &r.count) {
+                (Some(d), _) => format!("distinct `{d}` in the cell"),
+                (None, Some(c)) => format!("`{c}` in the cell"),
+                (None, None) => String::new(),
+            };
+            let suppressed: Vec<&str> = def
+                .metric_names()
+                .into_iter()
+                .filter(|m| {
+                    def.small_cell_rules_of(m)
+                        .iter()
+                        .any(|k| k.source == r.source)
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "| `{}` | {contributors} | {} | {} | {} |",
+                r.source,
+                r.minimum,
+                code_list(suppressed.into_iter()),
+                cell(&r.doc)
+            );
+        }
+    }
     out
 }
 

@@ -66,6 +66,10 @@ extensions_options! {
         /// Reuse results computed for the same snapshot ([`cache`]); `false` recomputes
         /// every query (for timing the engine).
         pub result_cache: bool, default = true
+        /// Protect small cells (`[[small_cells]]` of the cube definition): their figures are
+        /// NULL and take no part in peer averages and ranks. User sessions whose scope does
+        /// not see employee data have it on, whatever they set.
+        pub small_cells: bool, default = false
     }
 }
 

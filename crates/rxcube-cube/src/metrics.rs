@@ -88,7 +88,7 @@ impl MetricsTable {
     }
 
     /// The slice of the cube that `filters` (ANDed) select.
-    pub fn slice(&self, filters: &[Expr], peers: bool) -> Result<Slice> {
+    pub fn slice(&self, filters: &[Expr], peers: bool, protect: bool) -> Result<Slice> {
         let mut levels: Option<HashSet<String>> = None;
         let mut grains: Option<HashSet<String>> = None;
         let mut metrics: Option<HashSet<String>> = None;
@@ -155,6 +155,7 @@ impl MetricsTable {
             period_from,
             period_to,
             peers,
+            protect,
         })
     }
 }
@@ -285,7 +286,7 @@ impl Relation for MetricsTable {
 
     fn sql(&self, filters: &[Expr], projection: &[&str]) -> Result<String> {
         let peers = projection.iter().any(|c| PEER_COLUMNS.contains(c));
-        let slice = self.slice(filters, peers)?;
+        let slice = self.slice(filters, peers, false)?;
         Ok(metrics_sql(&self.def, &slice, None))
     }
 
@@ -301,7 +302,9 @@ impl Relation for MetricsTable {
         projection: &[&str],
     ) -> Result<Planned> {
         let peers = projection.iter().any(|c| PEER_COLUMNS.contains(c));
-        let mut slice = self.slice(filters, peers)?;
+        let options = state.config_options().extensions.get::<CubeOptions>();
+        let protect = options.is_some_and(|o| o.small_cells) && !self.def.small_cells.is_empty();
+        let mut slice = self.slice(filters, peers, protect)?;
         let mut filters = filters.to_vec();
         // Pharmacies ranked among their peers: every pharmacy is computed whichever is asked
         // for, so the node filter is left to DataFusion above the scan, and every pharmacy's
@@ -310,11 +313,7 @@ impl Relation for MetricsTable {
             slice.nodes = None;
             filters.retain(|f| !f.column_refs().iter().any(|c| c.name == "node"));
         }
-        let enabled = state
-            .config_options()
-            .extensions
-            .get::<CubeOptions>()
-            .is_none_or(|o| o.rollups);
+        let enabled = options.is_none_or(|o| o.rollups);
         let choice = if enabled {
             self.rollups.choose(&self.def, &slice)
         } else {

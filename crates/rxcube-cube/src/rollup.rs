@@ -38,7 +38,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::definition::{CubeDef, MetricKind, MetricRef, RollupDef};
-use crate::sql::{ContentFrom, Part, RollupSource, Slice, rollup_content_sql, rollup_sources};
+use crate::sql::{
+    ContentFrom, Part, RollupSource, Slice, rollup_content_sql, rollup_sets, rollup_sources,
+};
 use crate::time::{Grain, period_start};
 
 /// The schema holding the rollup tables (`rollups.<name>`).
@@ -192,7 +194,7 @@ pub fn fingerprint(def: &CubeDef, rollup: &RollupDef) -> String {
     let (components, medians) = def.rollup_measures(rollup);
     let mut h = Sha256::new();
     // The storage layout's version: a new layout makes every rollup stale.
-    h.update(format!("layout 2|{:?}|{:?}", rollup.grain, def.time));
+    h.update(format!("layout 3|{:?}|{:?}", rollup.grain, def.time));
     for c in components {
         h.update(format!(
             "|{}:{}:{}:{:?}",
@@ -204,6 +206,9 @@ pub fn fingerprint(def: &CubeDef, rollup: &RollupDef) -> String {
             "|{}:{:?}:{:?}:{:?}",
             m.name, m.source, m.value, m.filter
         ));
+    }
+    for (name, ..) in rollup_sets(def, rollup) {
+        h.update(format!("|set {name}"));
     }
     h.finalize()
         .iter()
@@ -299,7 +304,7 @@ impl Rollups {
                 ));
                 continue;
             }
-            if let Some(m) = missing_measure(def, &s.def, &slice.metrics) {
+            if let Some(m) = missing_measure(def, &s.def, slice) {
                 reasons.push(format!("{name}: it does not keep {m}"));
                 continue;
             }
@@ -326,9 +331,23 @@ fn measure_count(def: &CubeDef, r: &RollupDef) -> std::cmp::Reverse<usize> {
     std::cmp::Reverse(c.len() + m.len())
 }
 
-/// The first measure `metrics` need that `rollup` does not keep.
-fn missing_measure(def: &CubeDef, rollup: &RollupDef, metrics: &[String]) -> Option<String> {
+/// The first measure `slice` needs that `rollup` does not keep: the metrics' own, and under
+/// small-cell protection the count components of the rules that suppress them (a rule counting
+/// distinct values has its sets in every rollup that reads its source).
+fn missing_measure(def: &CubeDef, rollup: &RollupDef, slice: &Slice) -> Option<String> {
+    let metrics = &slice.metrics;
     let (components, medians) = def.rollup_measures(rollup);
+    if slice.protect {
+        for m in metrics {
+            for r in def.small_cell_rules_of(m) {
+                if let Some(c) = &r.count
+                    && !components.iter().any(|x| x.name == *c)
+                {
+                    return Some(c.clone());
+                }
+            }
+        }
+    }
     for m in metrics {
         match def.lookup(m) {
             Some(MetricRef::Defined(d))

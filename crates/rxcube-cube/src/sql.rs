@@ -33,7 +33,9 @@ use std::fmt::Write;
 
 use chrono::{Datelike, Duration, NaiveDateTime};
 
-use crate::definition::{Component, CubeDef, Metric, MetricKind, MetricRef, RollupDef};
+use crate::definition::{
+    Component, CubeDef, Metric, MetricKind, MetricRef, RollupDef, SmallCells, distinct_column,
+};
 use crate::time::Grain;
 use crate::udf::date_literal;
 
@@ -52,6 +54,10 @@ pub struct Slice {
     /// Whether the peer columns are read: without them there is no peer ranking, and a node
     /// filter applies before aggregation at the pharmacy level too.
     pub peers: bool,
+    /// Whether small cells are protected (`rxcube.small_cells`): the figures the definition's
+    /// `[[small_cells]]` rules suppress in a small cell are NULL, so they are unranked and
+    /// out of the peer averages and sizes.
+    pub protect: bool,
 }
 
 /// The widest gap between local wall-clock time and UTC (UTC-12 .. UTC+14), rounded up.
@@ -280,6 +286,29 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
             None => {}
         }
     }
+    // Small-cell protection: the rules that suppress a metric of the slice, and the counts
+    // they need in each cell (a count rule's component is summed like any other).
+    let mut rules: Vec<&SmallCells> = Vec::new();
+    if slice.protect {
+        for m in &slice.metrics {
+            for r in def.small_cell_rules_of(m) {
+                if !rules.iter().any(|k| k.source == r.source) {
+                    rules.push(r);
+                }
+            }
+        }
+        for r in &rules {
+            if let Some(c) = r.count.as_deref().and_then(|c| def.component(c))
+                && !components.iter().any(|k| k.name == c.name)
+            {
+                components.push(c);
+            }
+        }
+    }
+    let distinct_rules: Vec<(&SmallCells, &str)> = rules
+        .iter()
+        .filter_map(|r| Some((*r, r.distinct.as_deref()?)))
+        .collect();
     let comp_sources = distinct(components.iter().map(|c| c.source.as_str()));
     let fact_sources = distinct(
         comp_sources
@@ -344,6 +373,11 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
             .iter()
             .map(|c| format!("r.{}, ", c.name))
             .chain(medians.iter().map(|d| format!("r.{}, ", d.name)))
+            .chain(
+                distinct_rules
+                    .iter()
+                    .map(|(r, _)| format!("r.{}, ", r.counter())),
+            )
             .collect();
         let _ = write!(
             sql,
@@ -445,6 +479,21 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
                 format!("CAST(NULL AS DOUBLE) AS {}", d.name)
             });
         }
+        // The distinct contributors of each cell: counted over the facts, or the rollup's sets
+        // of them merged.
+        for (r, column) in &distinct_rules {
+            let counter = r.counter();
+            cols.push(if *source == ROLLUP {
+                format!(
+                    "CAST(cardinality({}) AS BIGINT) AS {counter}",
+                    merged_set(&counter)
+                )
+            } else if r.source == *source {
+                format!("COUNT(DISTINCT CAST({column} AS VARCHAR)) AS {counter}")
+            } else {
+                format!("CAST(NULL AS BIGINT) AS {counter}")
+            });
+        }
         source_cells.push(format!(
             "SELECT {level} AS level, {node} AS node, grain, period_start, {} \
              FROM {levels_join}{source}_events e{node_filter} \
@@ -456,8 +505,27 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
         .iter()
         .map(|c| format!("COALESCE(SUM({0}), 0) AS {0}", c.name))
         .chain(medians.iter().map(|d| format!("MAX({0}) AS {0}", d.name)))
+        .chain(
+            distinct_rules
+                .iter()
+                .map(|(r, _)| format!("COALESCE(MAX({0}), 0) AS {0}", r.counter())),
+        )
         .collect::<Vec<_>>()
         .join(", ");
+    // The condition under which a metric's figures are suppressed in a cell, if any.
+    let suppressed = |metric: &str| -> Option<String> {
+        let conditions: Vec<String> = def
+            .small_cell_rules_of(metric)
+            .iter()
+            .filter(|_| slice.protect)
+            .map(|r| r.suppressed_sql())
+            .collect();
+        (!conditions.is_empty()).then(|| conditions.join(" OR "))
+    };
+    let guard = |metric: &str, expr: String| match suppressed(metric) {
+        Some(cond) => format!("CASE WHEN {cond} THEN CAST(NULL AS DOUBLE) ELSE {expr} END"),
+        None => expr,
+    };
     // One row per cell and metric: the metrics' values, numerators and denominators side by
     // side in the cell, then picked by metric name.
     let mut rows = Vec::new();
@@ -467,7 +535,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
         match def.lookup(m) {
             Some(MetricRef::Component(c)) => {
                 rows.push(format!("({name}, 'component', 0.0)"));
-                values.push(format!("WHEN {name} THEN {}", c.name));
+                values.push(format!("WHEN {name} THEN {}", guard(m, c.name.clone())));
             }
             Some(MetricRef::Defined(d)) if d.kind == MetricKind::Ratio => {
                 let (num, den) = (
@@ -476,15 +544,20 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
                 );
                 let scale = float(d.scale);
                 rows.push(format!("({name}, 'ratio', {scale})"));
-                values.push(format!(
-                    "WHEN {name} THEN CASE WHEN ({den}) > 0 THEN {scale} * ({num}) / ({den}) END"
+                let ratio = format!("CASE WHEN ({den}) > 0 THEN {scale} * ({num}) / ({den}) END");
+                values.push(format!("WHEN {name} THEN {}", guard(m, ratio)));
+                numerators.push(format!(
+                    "WHEN {name} THEN {}",
+                    guard(m, format!("CAST({num} AS DOUBLE)"))
                 ));
-                numerators.push(format!("WHEN {name} THEN CAST({num} AS DOUBLE)"));
-                denominators.push(format!("WHEN {name} THEN CAST({den} AS DOUBLE)"));
+                denominators.push(format!(
+                    "WHEN {name} THEN {}",
+                    guard(m, format!("CAST({den} AS DOUBLE)"))
+                ));
             }
             Some(MetricRef::Defined(d)) => {
                 rows.push(format!("({name}, 'median', 0.0)"));
-                values.push(format!("WHEN {name} THEN {}", d.name));
+                values.push(format!("WHEN {name} THEN {}", guard(m, d.name.clone())));
             }
             None => {}
         }
@@ -525,8 +598,16 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
     };
     // The peer-group median pools the facts of every pharmacy in the peer group (the one in
     // effect on the period's last local day), so it is computed from the events, not the cells.
-    let peer_medians = slice.peers && !medians.is_empty() && slice.levels.contains(&"pharmacy");
+    // Under small-cell protection, a median a rule suppresses gets no peer median: it would
+    // pool the facts of the suppressed cells.
+    let pooled: Vec<&Metric> = medians
+        .iter()
+        .copied()
+        .filter(|d| suppressed(&d.name).is_none())
+        .collect();
+    let peer_medians = slice.peers && !pooled.is_empty() && slice.levels.contains(&"pharmacy");
     if peer_medians {
+        let medians = pooled.clone();
         let mut branches = Vec::new();
         fn median_source<'a>(d: &'a Metric, rollup: Option<RollupSource>) -> &'a str {
             match rollup {
@@ -642,6 +723,12 @@ pub(crate) fn last_day(prefix: &str) -> String {
     )
 }
 
+/// The sets of distinct contributors in `column` (a rollup's `<source>_distinct_<column>`)
+/// merged into one (an aggregate): NULL where every row's is NULL.
+fn merged_set(column: &str) -> String {
+    format!("array_distinct(flatten(array_agg({column}) FILTER (WHERE {column} IS NOT NULL)))")
+}
+
 /// The distinct values, sorted.
 fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     let mut v: Vec<&str> = values.collect();
@@ -733,6 +820,7 @@ pub fn rollup_content_sql(
     let grain = quote(rollup.grain.as_str());
     let (components, medians) = def.rollup_measures(rollup);
     let sources = rollup_sources(def, rollup);
+    let sets = rollup_sets(def, rollup);
     let predicate = part
         .predicate()
         .map(|p| format!(" WHERE {p}"))
@@ -749,6 +837,10 @@ pub fn rollup_content_sql(
             sources
                 .iter()
                 .map(|s| format!("COALESCE(SUM({0}), 0) AS {0}", rows_column(s))),
+        )
+        .chain(
+            sets.iter()
+                .map(|(name, ..)| format!("{} AS {name}", merged_set(name))),
         )
         .collect::<Vec<_>>()
         .join(", ");
@@ -780,6 +872,7 @@ pub fn rollup_content_sql(
                 period_from: periods.map(|p| p.0),
                 period_to: periods.map(|p| p.1),
                 peers: false,
+                protect: false,
             };
             let mut ctes = vec![rx_tz_cte(def)];
             let mut branches = Vec::new();
@@ -816,6 +909,13 @@ pub fn rollup_content_sql(
                         format!("CAST(NULL AS BIGINT) AS {}", rows_column(s))
                     });
                 }
+                for (name, s, column) in &sets {
+                    cols.push(if s == source {
+                        format!("array_agg(DISTINCT CAST(e.{column} AS VARCHAR)) AS {name}")
+                    } else {
+                        format!("array_agg(CAST(NULL AS VARCHAR)) FILTER (WHERE FALSE) AS {name}")
+                    });
+                }
                 branches.push(format!(
                     "SELECT e.pharmacy_id, o.valid_from AS org_from, \
                        rx_period_start({grain}, e.local_ts, {anchor}) AS period_start, {} \
@@ -845,9 +945,29 @@ pub fn rollup_content_sql(
                     .iter()
                     .map(|s| format!("CAST({0} AS BIGINT) AS {0}", rows_column(s)))
             )
+            .chain(sets.iter().map(|(name, ..)| name.clone()))
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// The sets of distinct contributors a rollup keeps per row, for the small-cell rules that
+/// count distinct values of a fact column of a source it reads: (column name
+/// `<source>_distinct_<column>`, source, fact column).
+pub fn rollup_sets<'a>(def: &'a CubeDef, rollup: &RollupDef) -> Vec<(String, &'a str, &'a str)> {
+    let sources = rollup_sources(def, rollup);
+    def.small_cells
+        .iter()
+        .filter(|r| sources.contains(&r.source.as_str()))
+        .filter_map(|r| {
+            let column = r.distinct.as_deref()?;
+            Some((
+                distinct_column(&r.source, column),
+                r.source.as_str(),
+                column,
+            ))
+        })
+        .collect()
 }
 
 /// The fact sources a rollup's measures draw on, sorted.

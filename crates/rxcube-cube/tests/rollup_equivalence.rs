@@ -3,7 +3,9 @@
 //! re-organization and a change of target minutes with a refresh.
 //!
 //! Queries are drawn at random (levels, grains, metrics, period bounds, node filters, with or
-//! without the peer columns) from a fixed seed; a failure prints the query. Counts, medians
+//! without the peer columns) from a fixed seed, every other one with small-cell protection on
+//! (`rxcube.small_cells`, as pharmacy users' sessions have it: the employee counts of a cell
+//! come from the rollups' sets of employees); a failure prints the query. Counts, medians
 //! and ranks must match exactly; sums of dollars and hours to 1e-9 relative (the two paths
 //! add the same terms in a different order).
 
@@ -167,15 +169,26 @@ fn close(a: Option<f64>, b: Option<f64>) -> bool {
     }
 }
 
-/// Runs `queries` random queries with and without rollups and compares the answers.
+/// Runs `queries` random queries with and without rollups and compares the answers; every
+/// other query protects small cells.
 async fn compare(warehouse: &Warehouse, def: &CubeDef, rng: &mut ChaCha8Rng, queries: usize) {
-    let on = rxcube_cube::session(warehouse, def.clone())
-        .await
-        .expect("session");
-    let off = rxcube_cube::session(warehouse, def.clone())
-        .await
-        .expect("session");
-    off.sql("SET rxcube.rollups = false").await.expect("set");
+    let session = |settings: &'static [&'static str]| async move {
+        let ctx = rxcube_cube::session(warehouse, def.clone())
+            .await
+            .expect("session");
+        for s in settings {
+            ctx.sql(s).await.expect("set");
+        }
+        ctx
+    };
+    let on = session(&[]).await;
+    let off = session(&["SET rxcube.rollups = false"]).await;
+    let protected_on = session(&["SET rxcube.small_cells = true"]).await;
+    let protected_off = session(&[
+        "SET rxcube.rollups = false",
+        "SET rxcube.small_cells = true",
+    ])
+    .await;
     // The pharmacies' ids, as labels (the generator's mix of RX101, 00423, 423 ...).
     let ids = off
         .sql("SELECT DISTINCT pharmacy_id FROM pharmacies ORDER BY 1")
@@ -200,14 +213,27 @@ async fn compare(warehouse: &Warehouse, def: &CubeDef, rng: &mut ChaCha8Rng, que
         })
         .collect();
     assert_eq!(pharmacies.len(), 6, "{pharmacies:?}");
-    for _ in 0..queries {
+    // The chain has hours with fewer than 3 employees on shift: protection suppresses some
+    // cells, on both paths alike.
+    let (shown, kept) = (labor_cells(&on).await, labor_cells(&protected_on).await);
+    assert!(
+        0 < kept && kept < shown,
+        "{kept} of {shown} hour cells kept"
+    );
+    assert_eq!(kept, labor_cells(&protected_off).await);
+    for i in 0..queries {
         let sql = random_query(rng, def, &pharmacies);
-        let (fast, served) = rxcube_cube::run_statement(&on, &sql).await.expect(&sql);
+        let (on, off) = if i % 2 == 1 {
+            (&protected_on, &protected_off)
+        } else {
+            (&on, &off)
+        };
+        let (fast, served) = rxcube_cube::run_statement(on, &sql).await.expect(&sql);
         assert!(
             served.iter().all(|s| s.contains(": rollup ")),
             "{sql}\nnot served by a rollup: {served:?}"
         );
-        let (slow, _) = rxcube_cube::run_statement(&off, &sql).await.expect(&sql);
+        let (slow, _) = rxcube_cube::run_statement(off, &sql).await.expect(&sql);
         let (fast, slow) = (rows(&fast), rows(&slow));
         assert_eq!(fast.len(), slow.len(), "{sql}: row counts differ");
         for (f, s) in fast.iter().zip(&slow) {
@@ -218,6 +244,17 @@ async fn compare(warehouse: &Warehouse, def: &CubeDef, rng: &mut ChaCha8Rng, que
             );
         }
     }
+}
+
+/// The hour cells of pharmacies with a labor cost shown in `ctx`.
+async fn labor_cells(ctx: &datafusion::prelude::SessionContext) -> i64 {
+    let sql = "SELECT count(value) FROM cube.metrics WHERE level = 'pharmacy' AND grain = 'hour' \
+               AND metric = 'labor_cost'";
+    let (batches, _) = rxcube_cube::run_statement(ctx, sql).await.expect(sql);
+    batches[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0)
 }
 
 async fn refresh(warehouse: &Warehouse, def: &CubeDef) -> Vec<rxcube_cube::rollup::Report> {
