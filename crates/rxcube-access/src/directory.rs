@@ -20,7 +20,7 @@ use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
-use crate::scope::Scope;
+use crate::scope::{Level, Scope};
 use crate::{AccessError, Result};
 
 /// The directory holding the access documents, relative to the warehouse root.
@@ -95,6 +95,15 @@ pub struct Principal {
 impl Principal {
     pub fn may(&self, p: Privilege) -> bool {
         self.privileges.contains(&p)
+    }
+
+    /// Whether the principal administers the warehouse: it reaches the whole division and may
+    /// read the audit log (what every user ran). Nothing a plan tells, its row counts and
+    /// timings, its files, which results the shared cache held, is then outside what it may
+    /// see; the server shows plans in full (`EXPLAIN ANALYZE`, physical plans) to
+    /// administrators only. A member of `administrators` with a narrower scope is not one.
+    pub fn is_administrator(&self) -> bool {
+        self.scope.level == Level::Division && self.may(Privilege::Audit)
     }
 }
 
@@ -545,6 +554,21 @@ mod tests {
             Err(Refusal::NoQueryPrivilege)
         );
         assert!(d.join("ann", "nobody").is_err());
+    }
+
+    #[test]
+    fn administrators_reach_the_division_and_read_the_audit_log() {
+        let principal = |s: &str, privileges: &[Privilege]| Principal {
+            name: "ann".into(),
+            scope: scope(s),
+            privileges: privileges.iter().copied().collect(),
+        };
+        let both = [Privilege::Query, Privilege::Audit];
+        assert!(principal("division:ALL", &both).is_administrator());
+        // Division analysts, and administrators' members with a narrower scope, are not.
+        assert!(!principal("division:ALL", &[Privilege::Query]).is_administrator());
+        assert!(!principal("region:West", &both).is_administrator());
+        assert!(!principal("pharmacy:423", &both).is_administrator());
     }
 
     #[test]

@@ -268,10 +268,7 @@ impl<R: Relation> TableProvider for CubeTable<R> {
         if let Some(key) = &key
             && let Some(hit) = crate::cache::lookup(key, schema)?
         {
-            let note = note.map_or("a cached result".to_string(), |n| {
-                format!("{n}, cached result")
-            });
-            return Ok(Arc::new(ServedExec::new(self.name.clone(), note, hit)));
+            return Ok(Arc::new(ServedExec::cached(self.name.clone(), note, hit)));
         }
         let state = state
             .as_any()
@@ -322,7 +319,10 @@ impl<R: Relation> TableProvider for CubeTable<R> {
 #[derive(Debug)]
 pub struct ServedExec {
     relation: String,
-    note: String,
+    /// What it reads ([`Planned::note`]).
+    note: Option<String>,
+    /// Whether the result cache answers it.
+    cached: bool,
     input: Arc<dyn ExecutionPlan>,
 }
 
@@ -330,20 +330,41 @@ impl ServedExec {
     pub fn new(relation: String, note: String, input: Arc<dyn ExecutionPlan>) -> Self {
         Self {
             relation,
-            note,
+            note: Some(note),
+            cached: false,
             input,
+        }
+    }
+
+    /// A relation answered from the result cache ([`crate::cache`]), `input` its result.
+    pub fn cached(relation: String, note: Option<String>, input: Arc<dyn ExecutionPlan>) -> Self {
+        Self {
+            relation,
+            note,
+            cached: true,
+            input,
+        }
+    }
+
+    /// What served it; with `cache`, whether the result cache did.
+    fn what(&self, cache: bool) -> Option<String> {
+        match (&self.note, cache && self.cached) {
+            (Some(n), true) => Some(format!("{n}, cached result")),
+            (None, true) => Some("a cached result".to_string()),
+            (note, false) => note.clone(),
         }
     }
 
     /// `<relation>: <what served it>`.
     pub fn label(&self) -> String {
-        format!("{}: {}", self.relation, self.note)
+        format!("{}: {}", self.relation, self.what(true).unwrap_or_default())
     }
 }
 
 impl DisplayAs for ServedExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "CubeScanExec: {} served by {}", self.relation, self.note)?;
+        let what = self.what(true).unwrap_or_default();
+        write!(f, "CubeScanExec: {} served by {what}", self.relation)?;
         if matches!(t, DisplayFormatType::TreeRender) {
             return Ok(());
         }
@@ -402,13 +423,25 @@ impl ExecutionPlan for ServedExec {
 /// What served each cube relation in `plan` (`<relation>: <rollup or raw, and why>`), in plan
 /// order, without repeats.
 pub fn served_by(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+    served(plan, true)
+}
+
+/// [`served_by`] without a word on the result cache: what a user is told who may not learn
+/// what other users ran (the cache is shared by every session, so a hit can be theirs).
+pub fn served_by_uncached(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+    served(plan, false)
+}
+
+fn served(plan: &Arc<dyn ExecutionPlan>, cache: bool) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut stack = vec![Arc::clone(plan)];
     while let Some(p) = stack.pop() {
         if let Some(s) = (p.as_ref() as &dyn std::any::Any).downcast_ref::<ServedExec>() {
-            let label = s.label();
-            if !out.contains(&label) {
-                out.push(label);
+            if let Some(what) = s.what(cache) {
+                let label = format!("{}: {what}", s.relation);
+                if !out.contains(&label) {
+                    out.push(label);
+                }
             }
             // Its relation's plan is not among its children.
             stack.push(Arc::clone(&s.input));

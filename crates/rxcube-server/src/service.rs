@@ -6,6 +6,17 @@
 //! Results are planned once, at `GetFlightInfo`; the ticket names the planned statement, is
 //! random, and is bound to the session that planned it.
 //!
+//! Plans are shown in full to administrators only ([`Principal::is_administrator`]). A
+//! physical plan holds what a user's scope does not: the rows and bytes of every relation
+//! before the scope's filter (`EXPLAIN ANALYZE` counts them, and a binary search on a filter's
+//! bound reads other pharmacies' values off them), the warehouse's files, and whether the
+//! result cache, shared by every session, held a result (what another user ran). Anyone else
+//! is refused `EXPLAIN ANALYZE` (in any spelling) and gets, for `EXPLAIN` in any form, the
+//! logical plan of the statement in its own session ([`plain_explain`]): built from the
+//! statement, the names and types of its catalog and the optimizer's rewrites only, so it says
+//! nothing of data, files, statistics, caches or other scopes; results' `served_by` metadata
+//! leaves out the cache for them too.
+//!
 //! A token is bound to the account that signed in ([`Credential`]), checked against the
 //! current directory on every call (one `HEAD` of the directory document tells whether it
 //! changed), so a removed user, a name added again, or a changed password, scope or group
@@ -50,8 +61,11 @@ use arrow_flight::{
 };
 use base64::Engine;
 use datafusion::common::ParamValues;
+use datafusion::common::format::ExplainFormat;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
+use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
@@ -207,6 +221,9 @@ pub struct Service {
     memory: Memory,
     planner: QueryRuntime,
     executor: QueryRuntime,
+    /// The spellings of the warehouse's location, removed from plans shown to users who are
+    /// not administrators ([`plain_explain`]).
+    locations: Vec<String>,
 }
 
 /// A unique, unguessable identifier (256 random bits).
@@ -277,6 +294,7 @@ impl Service {
         // worth of every other client's work.
         let executor = QueryRuntime::new("rxcube-query", (2 * cores).max(4))?;
         let checks = cores;
+        let locations = location_spellings(&warehouse);
         Ok(Arc::new_cyclic(|me| Self {
             me: me.clone(),
             warehouse,
@@ -303,6 +321,7 @@ impl Service {
             memory,
             planner,
             executor,
+            locations,
         }))
     }
 
@@ -742,6 +761,10 @@ impl Service {
                  the server is read-only",
             ));
         }
+        let administrator = caller.1.is_administrator();
+        if !administrator && analyzes(&statement) {
+            return Err(self.deny(caller, sql, client, ANALYZE_REFUSED));
+        }
         let references = state
             .resolve_table_references(&statement)
             .map_err(|e| self.failed(caller, sql, client.clone(), &e.to_string()))?;
@@ -764,6 +787,11 @@ impl Service {
             .statement_to_plan(statement)
             .await
             .map_err(|e| self.plan_failed(caller, sql, client.clone(), &e))?;
+        // Whatever spelling planned to a measured plan, or to a plan shown some other way than
+        // `plain_explain` shows it, is refused as well.
+        if !administrator && !plainly_explained(&plan) {
+            return Err(self.deny(caller, sql, client, ANALYZE_REFUSED));
+        }
         Ok((ctx, plan))
     }
 
@@ -792,6 +820,7 @@ impl Service {
         client: Option<String>,
     ) -> Result<(String, SchemaRef), Status> {
         let (ctx, logical) = self.logical(caller, sql, client.clone()).await?;
+        let administrator = caller.1.is_administrator();
         let sets = match parameters {
             Some(batch) => {
                 let types = logical.get_parameter_types().map_err(internal)?;
@@ -808,6 +837,12 @@ impl Service {
                 Ok(logical.clone())
             }
             .map_err(|e| self.failed(caller, sql, client.clone(), &e.to_string()))?;
+            let logical = if administrator {
+                logical
+            } else {
+                plain_explain(&ctx, logical, &self.locations)
+                    .map_err(|e| self.plan_failed(caller, sql, client.clone(), &e))?
+            };
             let plan = DataFrame::new(ctx.state(), logical)
                 .create_physical_plan()
                 .await
@@ -818,7 +853,11 @@ impl Service {
             .first()
             .ok_or_else(|| Status::invalid_argument("no parameter set was bound"))?;
         let mut schema = first.schema().as_ref().clone();
-        let served = rxcube_cube::relation::served_by(first);
+        let served = if administrator {
+            rxcube_cube::relation::served_by(first)
+        } else {
+            rxcube_cube::relation::served_by_uncached(first)
+        };
         if !served.is_empty() {
             let mut metadata = schema.metadata().clone();
             metadata.insert(rxcube_cube::SERVED_BY_KEY.to_string(), served.join("\n"));
@@ -1163,6 +1202,129 @@ fn is_query(s: &datafusion::sql::sqlparser::ast::Statement) -> bool {
         S::Explain { statement, .. } => is_query(statement),
         _ => false,
     }
+}
+
+/// Why users who are not administrators may not run `EXPLAIN ANALYZE`.
+const ANALYZE_REFUSED: &str = "EXPLAIN ANALYZE is for administrators: its row counts and timings \
+     describe rows outside your scope and what other users ran; use EXPLAIN, which shows the \
+     plan of your statement";
+
+/// Whether a statement runs its plan to measure it (`EXPLAIN ANALYZE`, in any spelling, at any
+/// depth).
+fn analyzes(s: &Statement) -> bool {
+    match s {
+        Statement::Explain(e) => e.options.analyze || analyzes(&e.statement),
+        Statement::Statement(s) => sql_analyzes(s),
+        _ => false,
+    }
+}
+
+fn sql_analyzes(s: &datafusion::sql::sqlparser::ast::Statement) -> bool {
+    use datafusion::sql::sqlparser::ast::Statement as S;
+    match s {
+        S::Explain {
+            analyze, statement, ..
+        } => *analyze || sql_analyzes(statement),
+        _ => false,
+    }
+}
+
+/// Whether `plan` is one [`plain_explain`] shows as users who are not administrators may see
+/// it: no `EXPLAIN ANALYZE` anywhere, and `EXPLAIN` only at the top.
+fn plainly_explained(plan: &LogicalPlan) -> bool {
+    let inner = match plan {
+        LogicalPlan::Explain(e) => e.plan.as_ref(),
+        other => other,
+    };
+    let mut plain = true;
+    let _ = inner.apply_with_subqueries(|p| {
+        if matches!(p, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
+            plain = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    plain
+}
+
+/// What a user who is not an administrator gets for `plan`: an `EXPLAIN` becomes a result of
+/// DataFusion's shape (`plan_type`, `plan`) holding only the logical plan of the explained
+/// statement in the user's session: optimized (`logical_plan`; with `VERBOSE` also the
+/// `initial_logical_plan`, both with their schemas), as text, JSON (`FORMAT pgjson`) or
+/// Graphviz (`FORMAT graphviz`), every spelling of the warehouse's location (`locations`)
+/// written `<warehouse>`. No physical plan is shown: its operators name the warehouse's files,
+/// carry statistics (rows and bytes before the scope's filter) and say which results the cache
+/// held. A logical plan is built from the statement, the catalog's names and types and the
+/// optimizer's rewrites, never from data (scopes are applied inside the relations, so the
+/// user's scope is not shown either). Any other plan is returned unchanged.
+fn plain_explain(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+    locations: &[String],
+) -> datafusion::error::Result<LogicalPlan> {
+    let LogicalPlan::Explain(e) = plan else {
+        return Ok(plan);
+    };
+    let state: SessionState = ctx.state();
+    let optimized = state.optimize(&e.plan)?;
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    if e.verbose {
+        rows.push((
+            "initial_logical_plan",
+            e.plan.display_indent_schema().to_string(),
+        ));
+        rows.push((
+            "logical_plan",
+            optimized.display_indent_schema().to_string(),
+        ));
+    } else {
+        let text = match e.explain_format {
+            ExplainFormat::PostgresJSON => optimized.display_pg_json().to_string(),
+            ExplainFormat::Graphviz => optimized.display_graphviz().to_string(),
+            ExplainFormat::Indent | ExplainFormat::Tree => optimized.display_indent().to_string(),
+        };
+        rows.push(("logical_plan", text));
+    }
+    let schema = LogicalPlan::explain_schema();
+    let plan_types = arrow::array::StringArray::from_iter_values(rows.iter().map(|r| r.0));
+    let plans = arrow::array::StringArray::from_iter_values(
+        rows.iter()
+            .map(|(_, text)| without_locations(text, locations)),
+    );
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(plan_types), Arc::new(plans)])?;
+    Ok(ctx.read_batch(batch)?.into_unoptimized_plan())
+}
+
+/// The ways a plan may spell the location of `warehouse`: its URL, and its path (local:
+/// absolute, without the leading `/` as object stores print it, and decoded; remote: the
+/// bucket and prefix), longest first.
+fn location_spellings(warehouse: &Warehouse) -> Vec<String> {
+    let root = warehouse.root();
+    let path = root.path().trim_end_matches('/');
+    let mut out = vec![root.as_str().trim_end_matches('/').to_string()];
+    if root.scheme() == "file" {
+        out.push(path.to_string());
+        out.push(path.trim_start_matches('/').to_string());
+        if let Ok(local) = root.to_file_path() {
+            let local = local.to_string_lossy().trim_end_matches('/').to_string();
+            out.push(local.trim_start_matches('/').to_string());
+            out.push(local);
+        }
+    } else if let Some(host) = root.host_str() {
+        out.push(format!("{host}{path}"));
+    }
+    // Too short to name anything (a root of `/`, or of a bucket).
+    out.retain(|s| s.len() > 1 && s.contains('/'));
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+/// `text` with every one of `locations` written `<warehouse>`.
+fn without_locations(text: &str, locations: &[String]) -> String {
+    locations.iter().fold(text.to_string(), |t, l| {
+        t.replace(l.as_str(), "<warehouse>")
+    })
 }
 
 /// `user:password` from a basic authorization header (padded or not).
@@ -1735,5 +1897,155 @@ mod tests {
             )
             .expect("parses");
         assert!(!reads(&external));
+    }
+
+    #[test]
+    fn explain_analyze_is_found_in_every_spelling() {
+        let state = datafusion::execution::SessionStateBuilder::new().build();
+        for dialect in [
+            datafusion::config::Dialect::Generic,
+            datafusion::config::Dialect::PostgreSQL,
+        ] {
+            let analyzes = |sql: &str| {
+                analyzes(
+                    &state
+                        .sql_to_statement(sql, &dialect)
+                        .unwrap_or_else(|e| panic!("{sql}: {e}")),
+                )
+            };
+            for sql in [
+                "EXPLAIN ANALYZE SELECT 1",
+                "explain analyze verbose SELECT 1",
+                "EXPLAIN ANALYZE FORMAT indent SELECT 1",
+                "EXPLAIN (ANALYZE) SELECT 1",
+                "EXPLAIN (VERBOSE, ANALYZE true) SELECT 1",
+                "EXPLAIN EXPLAIN ANALYZE SELECT 1",
+            ] {
+                assert!(analyzes(sql), "{dialect:?}: {sql}");
+            }
+            for sql in [
+                "SELECT 1",
+                "EXPLAIN SELECT 1",
+                "EXPLAIN VERBOSE SELECT 1",
+                "EXPLAIN FORMAT tree SELECT 1",
+                "EXPLAIN (ANALYZE false) SELECT 1",
+                "SELECT 'EXPLAIN ANALYZE' AS analyze",
+            ] {
+                assert!(!analyzes(sql), "{dialect:?}: {sql}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn users_who_are_not_administrators_see_the_logical_plan_only() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t AS VALUES (1, 'a'), (2, 'b')")
+            .await
+            .expect("create")
+            .collect()
+            .await
+            .expect("created");
+        let locations = vec!["/srv/warehouse".to_string(), "srv/warehouse".to_string()];
+        let shown = |sql: &'static str| {
+            let ctx = ctx.clone();
+            let locations = locations.clone();
+            async move {
+                let plan = ctx.state().create_logical_plan(sql).await.expect("plans");
+                assert!(plainly_explained(&plan), "{sql}");
+                let plan = plain_explain(&ctx, plan, &locations).expect("explained");
+                let batches = DataFrame::new(ctx.state(), plan)
+                    .collect()
+                    .await
+                    .expect("runs");
+                let mut out = Vec::new();
+                for b in &batches {
+                    assert_eq!(b.schema(), LogicalPlan::explain_schema());
+                    let column = |i: usize| {
+                        let c = b.column(i).as_any();
+                        c.downcast_ref::<arrow::array::StringArray>()
+                            .expect("text")
+                            .clone()
+                    };
+                    let (types, plans) = (column(0), column(1));
+                    for r in 0..b.num_rows() {
+                        out.push((types.value(r).to_string(), plans.value(r).to_string()));
+                    }
+                }
+                out
+            }
+        };
+        let plain = shown("EXPLAIN SELECT column2 FROM t WHERE column1 > 1").await;
+        assert_eq!(
+            plain,
+            vec![(
+                "logical_plan".to_string(),
+                "Projection: t.column2\n  Filter: t.column1 > Int64(1)\n    TableScan: t \
+                 projection=[column1, column2]"
+                    .to_string()
+            )]
+        );
+        let verbose = shown("EXPLAIN VERBOSE SELECT column2 FROM t").await;
+        let types: Vec<&str> = verbose.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(types, ["initial_logical_plan", "logical_plan"]);
+        for sql in [
+            "EXPLAIN FORMAT tree SELECT * FROM t",
+            "EXPLAIN FORMAT pgjson SELECT * FROM t",
+            "EXPLAIN FORMAT graphviz SELECT * FROM t",
+        ] {
+            let rows = shown(sql).await;
+            assert_eq!(rows.len(), 1, "{sql}");
+            assert_eq!(rows[0].0, "logical_plan", "{sql}");
+            assert!(!rows[0].1.contains("Exec"), "{sql}: {}", rows[0].1);
+        }
+        // The warehouse's location is written <warehouse>, however it got into the plan.
+        let literal =
+            shown("EXPLAIN SELECT 'file:///srv/warehouse/t' AS a, 'srv/warehouse/u' AS b").await;
+        assert!(
+            literal[0].1.contains("file://<warehouse>/t"),
+            "{}",
+            literal[0].1
+        );
+        assert!(literal[0].1.contains("<warehouse>/u"), "{}", literal[0].1);
+        assert!(!literal[0].1.contains("srv/warehouse"), "{}", literal[0].1);
+        // Any other plan is left as it is; a measured one is not plain.
+        let plan = ctx
+            .state()
+            .create_logical_plan("SELECT 1")
+            .await
+            .expect("plans");
+        let same = plain_explain(&ctx, plan.clone(), &locations).expect("same");
+        assert_eq!(same, plan);
+        let analyzed = ctx
+            .state()
+            .create_logical_plan("EXPLAIN ANALYZE SELECT 1")
+            .await
+            .expect("plans");
+        assert!(!plainly_explained(&analyzed));
+    }
+
+    #[test]
+    fn the_warehouse_location_is_spelled_every_way_plans_print_it() {
+        let dir = std::env::temp_dir().join(format!("rxcube-locations-{}", uuid::Uuid::new_v4()));
+        let warehouse = Warehouse::open(dir.to_str().expect("utf-8")).expect("opens");
+        let real = std::fs::canonicalize(&dir).expect("exists");
+        let real = real.to_str().expect("utf-8");
+        let spellings = location_spellings(&warehouse);
+        for s in [
+            format!("file://{real}"),
+            real.to_string(),
+            real.trim_start_matches('/').to_string(),
+        ] {
+            assert!(spellings.contains(&s), "{s} not in {spellings:?}");
+        }
+        assert!(spellings.windows(2).all(|w| w[0].len() >= w[1].len()));
+        let text = format!(
+            "DataSourceExec: file_groups={{[[{}/t/part-0.parquet]]}}",
+            &real[1..]
+        );
+        assert_eq!(
+            without_locations(&text, &spellings),
+            "DataSourceExec: file_groups={[[<warehouse>/t/part-0.parquet]]}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
