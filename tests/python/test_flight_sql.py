@@ -9,11 +9,15 @@ One server (started once for the module on a freshly landed demo warehouse) is q
 Every expected answer comes from the local administrator (`rxcube sql --format json` on the same
 warehouse) with the user's scope applied by the test, never from the server: a scoped user must
 get exactly the rows an administrator gets for that scope, and nothing else, however the SQL is
-written. The demo users (password `demo`): admin (division, administrators), dana (division,
-analysts), rita (region West), sam (service area Rockies), lena (local area Chicago), pat
-(pharmacy 423; pharmacy 00423 is another store).
+written. Scopes are "as was" (`Scope` below works them out from the pharmacies table): after a
+re-org a pharmacy's facts stay with the node it was under when they happened. The demo users
+(password `demo`): admin (division, administrators), dana (division, analysts), rita (region
+West), sam (service area Rockies), lena (local area Chicago), pat (pharmacy 423; pharmacy 00423
+is another store). The demo's re-orgs: 00423 moved from Desert (West) to Rockies (Central) and
+01056 from Milwaukee into Chicago, both on 2024-01-31.
 """
 
+import calendar
 import datetime
 import decimal
 import functools
@@ -28,6 +32,7 @@ import subprocess
 import threading
 import time
 import uuid
+import zoneinfo
 
 import adbc_driver_flightsql.dbapi as adbc
 import pyarrow as pa
@@ -52,7 +57,7 @@ DEMO_SCOPES = {
     "pat": ("pharmacy", "423"),
 }
 MASK = "***-**-****"
-# The contract tables and the column that places a row in a scope (None: every row is visible).
+# The contract tables and the pharmacy column of their rows (None: not a pharmacy's).
 SCOPED_BY = {
     "pharmacies": "pharmacy_id",
     "peer_groups": "pharmacy_id",
@@ -226,40 +231,179 @@ def admin(wh, sql):
     return [dict(r) for r in _admin_cache[key]]
 
 
+# The time zone of a pharmacy whose latest row names none, and the instant column of each fact table.
+DEFAULT_ZONE = "America/Los_Angeles"
+EVENT_TIME = {"rx_fills": "filled_at", "pos": "sold_at", "surveys": "responded_at", "payroll": "shift_start"}
+# The spans of a node in the scope at any time.
+ALWAYS = ((None, None),)
+
+
+def merged_spans(spans):
+    """Local date spans [from, to) (to None: open) sorted, overlapping or touching ones joined."""
+    out = []
+    for start, end in sorted(spans, key=lambda s: s[0]):
+        if out and (out[-1][1] is None or start <= out[-1][1]):
+            out[-1] = (out[-1][0], None if out[-1][1] is None or end is None else max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return tuple(out)
+
+
+def add_months(t, months):
+    """`t` plus whole months, the day clamped to the month's last (as interval arithmetic does)."""
+    y, m = divmod(t.month - 1 + months, 12)
+    y, m = t.year + y, m + 1
+    return t.replace(year=y, month=m, day=min(t.day, calendar.monthrange(y, m)[1]))
+
+
+def period_end(start, grain):
+    """The end of the period of `grain` starting at local `start`; None for an unknown grain."""
+    fixed = {"hour": datetime.timedelta(hours=1), "day": datetime.timedelta(days=1),
+             "week": datetime.timedelta(days=7), "pay_period": datetime.timedelta(days=14)}
+    months = {"month": 1, "quarter": 3, "year": 12}
+    if grain in fixed:
+        return start + fixed[grain]
+    if grain in months:
+        return add_months(start, months[grain])
+    return None
+
+
+def utc_midnight(day, zone):
+    """The UTC instant of local midnight of `day` in `zone` (the earlier one where it repeats), as
+    SQL text a timestamp column compares with."""
+    instant = datetime.datetime.combine(day, datetime.time(), tzinfo=zone).astimezone(datetime.timezone.utc)
+    return instant.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def quoted(values):
+    return ", ".join(f"'{v}'" for v in values)
+
+
 class Scope:
-    """What a user at (level, node) may see, worked out from the pharmacies table: a pharmacy
-    is in the scope if any of its rows places it under the node; an area or region node is in
-    it if it is the node or any pharmacies row places it under the node."""
+    """What a user at (level, node) may see, "as was", worked out here from the administrator's
+    pharmacies table (not by rxcube):
+
+    - a pharmacy is in the scope for the local dates [valid_from, valid_to) of its rows that place
+      it under the node (merged); if those are all of its rows' dates, at any time ("always");
+    - an area or region node below the scope's is in it for the dates of the rows placing it
+      (with a pharmacy) under the node; the scope's own node always;
+    - raw facts are in it when their pharmacy is always, or their event instant lies in a span,
+      from local midnight (in the pharmacy's zone: that of its latest row) to local midnight;
+      effective-dated rows when they overlap a span; cube rows when their whole period does;
+    - employees when their home pharmacy's latest row is under the node; the pharmacies rows
+      that themselves place a pharmacy under the node; every target.
+    """
 
     def __init__(self, org, level, node):
         self.level, self.node = level, node
-        if level == "division":
-            placed = org
-        elif level == "pharmacy":
-            placed = [r for r in org if str(r["pharmacy_id"]) == node]
-        else:
-            placed = [r for r in org if r[level] == node]
-        self.pharmacies = sorted({r["pharmacy_id"] for r in placed})
-        self.nodes = {"pharmacy": {str(p) for p in self.pharmacies}}
+        rows = [dict(r, valid_from=datetime.date.fromisoformat(r["valid_from"]),
+                     valid_to=datetime.date.fromisoformat(r["valid_to"]) if r.get("valid_to") else None,
+                     pharmacy_id=str(r["pharmacy_id"])) for r in org]
+
+        def under(r):
+            if level == "division":
+                return True
+            return (r["pharmacy_id"] if level == "pharmacy" else r.get(level)) == node
+
+        placed = [r for r in rows if under(r)]
+        assert placed, (level, node)
         top = LEVELS.index(level)
-        for lvl in LEVELS[1:top + 1]:
-            self.nodes[lvl] = {r[lvl] for r in placed} if lvl != "division" else {"ALL"}
-        assert self.pharmacies, (level, node)
+        spans = {lvl: {} for lvl in LEVELS[:top]}
+        for r in placed:
+            for lvl in LEVELS[:top]:
+                key = r["pharmacy_id"] if lvl == "pharmacy" else r[lvl]
+                spans[lvl].setdefault(key, []).append((r["valid_from"], r["valid_to"]))
+        lifetime = {}
+        for r in rows:
+            lifetime.setdefault(r["pharmacy_id"], []).append((r["valid_from"], r["valid_to"]))
+        self.spans = {lvl: {k: merged_spans(s) for k, s in nodes.items()} for lvl, nodes in spans.items()}
+        self.spans[level] = {node: ALWAYS}
+        for pharmacy, s in self.spans.get("pharmacy", {}).items():
+            if s == merged_spans(lifetime[pharmacy]):
+                self.spans["pharmacy"][pharmacy] = ALWAYS
+        latest = {}
+        for r in rows:
+            if r["pharmacy_id"] not in latest or latest[r["pharmacy_id"]]["valid_from"] < r["valid_from"]:
+                latest[r["pharmacy_id"]] = r
+        self.zones = {p: zoneinfo.ZoneInfo(r.get("timezone") or DEFAULT_ZONE) for p, r in latest.items()}
+        # Every pharmacy in the scope at some time, and those whose employees are in it.
+        self.pharmacies = sorted(self.spans["pharmacy"])
+        self.current = sorted(p for p, r in latest.items() if under(r))
 
     @property
-    def ids(self):
-        return ", ".join(f"'{p}'" for p in self.pharmacies)
+    def everything(self):
+        return self.level == "division"
 
-    def holds(self, level, node):
-        return str(node) in self.nodes.get(level, set())
+    def always(self):
+        return sorted(p for p, s in self.spans["pharmacy"].items() if s == ALWAYS)
 
-    def where(self, column):
-        return f"{column} IN ({self.ids})"
+    def moved(self):
+        """{pharmacy: spans} of the pharmacies in the scope only for some dates."""
+        return {p: s for p, s in sorted(self.spans["pharmacy"].items()) if s != ALWAYS}
+
+    def _per_pharmacy(self, pharmacy, during):
+        """`pharmacy` always in scope, or in it `during(spans, zone)`."""
+        if self.everything:
+            return "TRUE"
+        parts = [f"{pharmacy} IN ({quoted(self.always())})"] if self.always() else []
+        for p, spans in self.moved().items():
+            parts.append(f"({pharmacy} = '{p}' AND ({during(spans, self.zones[p])}))")
+        return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
+
+    def fact_where(self, pharmacy, time):
+        """Raw facts by their event instant `time`."""
+        def during(spans, zone):
+            return " OR ".join(
+                "(" + " AND ".join([f"{time} >= '{utc_midnight(start, zone)}'"]
+                                   + ([f"{time} < '{utc_midnight(end, zone)}'"] if end else [])) + ")"
+                for start, end in spans)
+        return self._per_pharmacy(pharmacy, during)
+
+    def dated_where(self, pharmacy, valid_from="valid_from", valid_to="valid_to"):
+        """Effective-dated rows [valid_from, valid_to) overlapping a span."""
+        def during(spans, _zone):
+            return " OR ".join(
+                "(" + " AND ".join(([f"{valid_from} < DATE '{end}'"] if end else [])
+                                   + [f"({valid_to} IS NULL OR {valid_to} > DATE '{start}')"]) + ")"
+                for start, end in spans)
+        return self._per_pharmacy(pharmacy, during)
+
+    def where(self, table):
+        """The administrator's predicate for the rows of contract table `table` in the scope."""
+        if self.everything or table == "targets":
+            return "TRUE"
+        if table == "pharmacies":
+            return f"{'pharmacy_id' if self.level == 'pharmacy' else self.level} = '{self.node}'"
+        if table == "employees":
+            return f"home_pharmacy_id IN ({quoted(self.current)})" if self.current else "FALSE"
+        if table == "peer_groups":
+            return self.dated_where("pharmacy_id")
+        return self.fact_where("pharmacy_id", EVENT_TIME[table])
+
+    def holds(self, level, node, period_start, grain):
+        """Whether the cube row of `node` at `level` for the period of `grain` from local
+        `period_start` (ISO text) is in the scope: the whole period lies in a span."""
+        if self.everything:
+            return True
+        spans = self.spans.get(level, {}).get(str(node))
+        if spans is None:
+            return False
+        if spans == ALWAYS:
+            return True
+        if period_start is None:
+            return False
+        start = datetime.datetime.fromisoformat(period_start)
+        end = period_end(start, grain)
+        if end is None:
+            return False
+        midnight = lambda d: datetime.datetime.combine(d, datetime.time())  # noqa: E731
+        return any(start >= midnight(s) and (e is None or end <= midnight(e)) for s, e in spans)
 
 
 @pytest.fixture(scope="module")
 def scope_of(served):
-    org = admin(served.warehouse, "SELECT pharmacy_id, local_area, service_area, region FROM pharmacies")
+    org = admin(served.warehouse, "SELECT pharmacy_id, local_area, service_area, region, valid_from, valid_to, "
+                                  "timezone FROM pharmacies")
     return functools.cache(lambda user: Scope(org, *DEMO_SCOPES[user]))
 
 
@@ -342,12 +486,12 @@ def test_adbc_query_gives_the_scope_of_the_user(served, as_user, scope_of, user)
     sql = ("SELECT pharmacy_id, count(*) AS fills, sum(fill_no) AS fill_nos, min(received_at) AS first_received "
            "FROM rx_fills {where} GROUP BY pharmacy_id ORDER BY pharmacy_id")
     got = rows(as_user(user), sql.format(where=""))
-    want = admin(served.warehouse, sql.format(where="WHERE " + scope_of(user).where("pharmacy_id")))
+    want = admin(served.warehouse, sql.format(where="WHERE " + scope_of(user).where("rx_fills")))
     assert [r["pharmacy_id"] for r in got] == scope_of(user).pharmacies
     assert_same_rows(got, want, user)
 
 
-def test_adbc_prepared_statement_binds_parameters(served, login):
+def test_adbc_prepared_statement_binds_parameters(served, login, scope_of):
     conn = login("lena")
     wh = served.warehouse
     cur = conn.cursor()
@@ -358,6 +502,7 @@ def test_adbc_prepared_statement_binds_parameters(served, login):
             cur.execute(sql, parameters=(pharmacy,))
             got = cur.fetch_arrow_table().to_pylist()
             if pharmacy in ("423", "01056"):
+                # Both pharmacies' latest rows are in Chicago (01056 moved there), so their staff is lena's.
                 want = admin(wh, sql.replace("?", f"'{pharmacy}'"))
                 assert len(want) > 0
             else:
@@ -368,7 +513,11 @@ def test_adbc_prepared_statement_binds_parameters(served, login):
                "WHERE level = 'pharmacy' AND grain = 'month' AND node = ? ORDER BY period_start, metric")
         cur.execute(sql, parameters=("01056",))
         got = cur.fetch_arrow_table().to_pylist()
-        assert_same_rows(got, admin(wh, sql.replace("?", "'01056'")), "node = '01056'")
+        # 01056 is lena's only from its move into Chicago: the months that lie wholly after it.
+        every = admin(wh, sql.replace("?", "'01056'"))
+        want = [r for r in every if scope_of("lena").holds("pharmacy", "01056", r["period_start"], "month")]
+        assert 0 < len(want) < len(every)
+        assert_same_rows(got, want, "node = '01056'")
 
         sql = "SELECT count(*) AS n, sum(fill_no) AS s FROM rx_fills WHERE pharmacy_id = ? AND fill_no >= ? AND channel = ?"
         cur.execute(sql, parameters=("423", 1, "crp"))
@@ -502,7 +651,7 @@ def test_flightsql_dbapi(served, scope_of):
         cur.execute(sql.format(where=""))
         got = cur.fetchall()
         assert [d[0] for d in cur.description] == ["pharmacy_id", "name", "n"]
-        want = admin(served.warehouse, sql.format(where="WHERE " + scope_of("rita").where("pharmacy_id")))
+        want = admin(served.warehouse, sql.format(where="WHERE " + scope_of("rita").where("pharmacies")))
         assert [list(r) for r in got] == [[r["pharmacy_id"], r["name"], r["n"]] for r in want]
 
         schemas = set(conn.flightsql_get_schema_names())
@@ -522,7 +671,7 @@ def test_sqlalchemy_dialect(served, scope_of):
         sql = "SELECT pharmacy_id, count(*) AS n FROM rx_fills {where} GROUP BY pharmacy_id ORDER BY pharmacy_id"
         with engine.connect() as c:
             got = [tuple(r) for r in c.execute(sqlalchemy.text(sql.format(where="")))]
-        want = admin(served.warehouse, sql.format(where="WHERE " + scope_of("rita").where("pharmacy_id")))
+        want = admin(served.warehouse, sql.format(where="WHERE " + scope_of("rita").where("rx_fills")))
         assert got == [(r["pharmacy_id"], r["n"]) for r in want]
         inspector = sqlalchemy.inspect(engine)
         assert set(inspector.get_table_names(schema="public")) == set(admin_tables(served.warehouse)["public"])
@@ -563,42 +712,134 @@ def test_contract_tables_hold_only_the_scope(served, as_user, scope_of, user):
     scope = scope_of(user)
     for table, column in SCOPED_BY.items():
         key = column or "peer_group"
-        sql = f"SELECT {key} AS k, count(*) AS n FROM {table} GROUP BY {key} ORDER BY {key}"
-        got = rows(as_user(user), sql)
-        want = admin(served.warehouse, sql)
+        sql = "SELECT {key} AS k, count(*) AS n FROM {table} {where} GROUP BY {key} ORDER BY {key}"
+        got = rows(as_user(user), sql.format(key=key, table=table, where=""))
+        want = admin(served.warehouse, sql.format(key=key, table=table, where="WHERE " + scope.where(table)))
         if column:
-            want = [r for r in want if r["k"] in scope.pharmacies]
+            assert {r["k"] for r in want} <= set(scope.pharmacies), (table, want)
         assert_same_rows(got, want, f"{user}: {table}")
 
 
 CUBE_RELATIONS = [
-    # (relation and filter, level when the relation has no level column)
-    ("cube.metrics WHERE grain = 'month'", None),
-    ("cube.metrics WHERE grain = 'pay_period' AND metric = 'on_time_pct'", None),
-    ("cube.rankings WHERE grain = 'month' AND metric = 'on_time_pct'", None),
-    ("cube.volume WHERE grain = 'day'", None),
-    ("cube.weekly_trend", None),
-    ("cube.attainment WHERE grain = 'month'", "pharmacy"),
-    ("cube.budget", "pharmacy"),
-    ("cube.pharmacy_month", "pharmacy"),
-    ("cube.local_area_month", "local_area"),
-    ("cube.service_area_pay_period", "service_area"),
-    ("cube.region_month", "region"),
-    ("cube.division_month", "division"),
+    # (relation and filter, level when the relation has no level column, grain when it has no
+    # grain column)
+    ("cube.metrics WHERE grain = 'month'", None, None),
+    ("cube.metrics WHERE grain = 'day' AND metric = 'on_time_pct'", None, None),
+    ("cube.metrics WHERE grain = 'pay_period' AND metric = 'on_time_pct'", None, None),
+    ("cube.rankings WHERE grain = 'month' AND metric = 'on_time_pct'", None, None),
+    ("cube.volume WHERE grain = 'day'", None, None),
+    ("cube.weekly_trend", None, "week"),
+    ("cube.attainment WHERE grain = 'month'", "pharmacy", None),
+    ("cube.budget", "pharmacy", "pay_period"),
+    ("cube.pharmacy_month", "pharmacy", "month"),
+    ("cube.pharmacy_week", "pharmacy", "week"),
+    ("cube.local_area_month", "local_area", "month"),
+    ("cube.local_area_day", "local_area", "day"),
+    ("cube.service_area_pay_period", "service_area", "pay_period"),
+    ("cube.region_month", "region", "month"),
+    ("cube.division_month", "division", "month"),
 ]
 
 
 @pytest.mark.parametrize("user", ["dana", "rita", "sam", "lena", "pat"])
 def test_cube_relations_hold_only_the_scope(served, as_user, scope_of, user):
+    """Each node's periods: all of them for the scope's own node, those lying wholly in a time
+    the node was under it for the nodes below (the oracle's `holds`)."""
     scope = scope_of(user)
-    for relation, level in CUBE_RELATIONS:
-        keys = "node" if level else "level, node"
+    cut = 0
+    for relation, level, grain in CUBE_RELATIONS:
+        keys = ", ".join(([] if level else ["level"]) + ["node", "period_start"] + ([] if grain else ["grain"]))
         sql = f"SELECT {keys}, count(*) AS n FROM {relation} GROUP BY {keys} ORDER BY {keys}"
         got = rows(as_user(user), sql)
-        want = [r for r in admin(served.warehouse, sql) if scope.holds(level or r["level"], r["node"])]
+        every = admin(served.warehouse, sql)
+        assert every, relation
+        held = [scope.holds(level or r["level"], r["node"], r.get("period_start"), grain or r["grain"]) for r in every]
+        want = [r for r, h in zip(every, held) if h]
         if user == "dana":
-            assert len(want) == len(admin(served.warehouse, sql))
+            assert len(want) == len(every)
+        # Rows of nodes the scope reaches at some time, left out for the periods it does not.
+        cut += sum(1 for r, h in zip(every, held) if not h and str(r["node"]) in scope.spans.get(level or r["level"], {}))
         assert_same_rows(got, want, f"{user}: {relation}")
+    # The re-orgs of 2024-01-31 cut periods from every scope they touch (pat's and the division's
+    # they do not).
+    assert (cut > 0) == (user in ("rita", "sam", "lena")), (user, cut)
+
+
+@pytest.mark.parametrize("pharmacy, new_user, old_user", [
+    ("01056", "lena", None),  # from Milwaukee (no demo user) into lena's Chicago
+    ("00423", "sam", "rita"),  # from rita's Desert (West) into sam's Rockies (Central)
+])
+def test_a_moved_pharmacy_is_seen_as_was(served, as_user, pharmacy, new_user, old_user):
+    """A pharmacy that moved between scopes: its new manager sees its fills from local midnight of
+    the move date on, in the pharmacy's time zone, and the old manager those before it (counted
+    here from the pharmacies rows, without the oracle); pharmacy-level cube rows go with the
+    periods that lie wholly on one side; its pharmacies rows and staff go by placement."""
+    wh = served.warehouse
+    placements = admin(wh, "SELECT valid_from, valid_to, local_area, service_area, region, timezone FROM pharmacies "
+                           f"WHERE pharmacy_id = '{pharmacy}' ORDER BY valid_from")
+    assert len(placements) == 2, placements
+    before, after = placements
+    assert before["valid_to"] == after["valid_from"] and "valid_to" not in after, placements
+    move = datetime.date.fromisoformat(after["valid_from"])
+    new_level, new_node = DEMO_SCOPES[new_user]
+    assert after[new_level] == new_node != before[new_level], (new_user, placements)
+    if old_user:
+        old_level, old_node = DEMO_SCOPES[old_user]
+        assert before[old_level] == old_node != after[old_level], (old_user, placements)
+    zone = zoneinfo.ZoneInfo(after["timezone"])
+    moved_at = datetime.datetime(move.year, move.month, move.day, tzinfo=zone).astimezone(datetime.timezone.utc)
+    cut = moved_at.isoformat()
+
+    fills = "SELECT count(*) AS n, sum(fill_no) AS s, min(filled_at) AS first, max(filled_at) AS last FROM rx_fills " \
+            f"WHERE pharmacy_id = '{pharmacy}'"
+    total = admin(wh, fills)[0]
+    since = admin(wh, f"{fills} AND filled_at >= '{cut}'")[0]
+    until = admin(wh, f"{fills} AND filled_at < '{cut}'")[0]
+    assert since["n"] > 0 and until["n"] > 0 and since["n"] + until["n"] == total["n"], (total, since, until)
+    # Not the UTC date: the instants between UTC midnight and local midnight are the old scope's.
+    utc_cut = datetime.datetime(move.year, move.month, move.day, tzinfo=datetime.timezone.utc).isoformat()
+    assert admin(wh, f"{fills} AND filled_at >= '{utc_cut}' AND filled_at < '{cut}'")[0]["n"] > 0
+
+    got = rows(as_user(new_user), fills)[0]
+    assert got["first"] >= moved_at, (got, cut)
+    assert_same_rows([got], [since], f"{new_user}: {pharmacy}'s fills")
+    if old_user:
+        got = rows(as_user(old_user), fills)[0]
+        assert got["last"] < moved_at, (got, cut)
+        assert_same_rows([got], [until], f"{old_user}: {pharmacy}'s fills")
+
+    # Pharmacy-level cube rows: the periods wholly after the move for the new manager, wholly
+    # before it for the old one; the month of the move (it is not on the 1st) is neither's.
+    assert move.day != 1
+    midnight = f"TIMESTAMP '{move.isoformat()} 00:00:00'"
+    metrics = ("SELECT period_start, metric, value, numerator, denominator FROM cube.metrics "
+               "WHERE level = 'pharmacy' AND grain = '{grain}' AND node = '" + pharmacy + "' {where} "
+               "ORDER BY period_start, metric")
+    for grain, length in (("month", "1 month"), ("day", "1 day")):
+        every = admin(wh, metrics.format(grain=grain, where=""))
+        later = admin(wh, metrics.format(grain=grain, where=f"AND period_start >= {midnight}"))
+        earlier = admin(wh, metrics.format(grain=grain, where=f"AND period_start + INTERVAL '{length}' <= {midnight}"))
+        assert later and len(later) < len(every), (grain, len(every))
+        got = rows(as_user(new_user), metrics.format(grain=grain, where=""))
+        assert_same_rows(got, later, f"{new_user}: {pharmacy}'s {grain} metrics")
+        if grain == "month":
+            assert not earlier  # the demo starts in the month of the move
+        else:
+            assert earlier and len(earlier) + len(later) == len(every), grain
+        if old_user:
+            got = rows(as_user(old_user), metrics.format(grain=grain, where=""))
+            assert_same_rows(got, earlier, f"{old_user}: {pharmacy}'s {grain} metrics")
+
+    # Its pharmacies rows by the placement each states; its staff with its latest placement.
+    sql = f"SELECT valid_from, local_area FROM pharmacies WHERE pharmacy_id = '{pharmacy}' ORDER BY valid_from"
+    assert rows(as_user(new_user), sql) == [{"valid_from": move, "local_area": after["local_area"]}]
+    staff = f"SELECT employee_id FROM employees WHERE home_pharmacy_id = '{pharmacy}' ORDER BY employee_id"
+    want = admin(wh, staff)
+    assert want and rows(as_user(new_user), staff) == want
+    if old_user:
+        assert rows(as_user(old_user), sql) == [
+            {"valid_from": datetime.date.fromisoformat(before["valid_from"]), "local_area": before["local_area"]}]
+        assert rows(as_user(old_user), staff) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -639,13 +880,14 @@ def test_masked_values_cannot_be_probed(served, as_user):
 
 def test_area_users_see_employee_data(served, as_user, scope_of):
     conn = as_user("lena")
-    where = scope_of("lena").where("home_pharmacy_id")
+    where = scope_of("lena").where("employees")
     sql = "SELECT employee_id, ssn, hourly_rate FROM employees {where} ORDER BY employee_id"
     want = admin(served.warehouse, sql.format(where="WHERE " + where))
     assert len(want) > 0 and all(r["ssn"] != MASK for r in want)
     assert_same_rows(rows(conn, sql.format(where="")), want, "lena's employees")
     sql = "SELECT pharmacy_id, sum(cost) AS cost FROM payroll {where} GROUP BY pharmacy_id ORDER BY pharmacy_id"
-    want = admin(served.warehouse, sql.format(where="WHERE " + scope_of("lena").where("pharmacy_id")))
+    want = admin(served.warehouse, sql.format(where="WHERE " + scope_of("lena").where("payroll")))
+    assert {r["pharmacy_id"] for r in want} == {"423", "01056"} and all(r.get("cost") for r in want)
     assert_same_rows(rows(conn, sql.format(where="")), want, "lena's payroll cost")
 
 
@@ -653,39 +895,46 @@ def test_area_users_see_employee_data(served, as_user, scope_of):
 # However the SQL is written: pat and lena.
 
 ADVERSARIAL = [
-    # Each query is written twice over: {ph} and {home} are TRUE for the user, and the scope
-    # (on pharmacy_id / home_pharmacy_id) for the administrator. No masked column is read.
-    "SELECT pharmacy_id, name FROM pharmacies WHERE pharmacy_id = 'RX101' AND {ph} "
-    "UNION SELECT pharmacy_id, name FROM pharmacies WHERE pharmacy_id <> '423' AND {ph} "
-    "UNION ALL SELECT pharmacy_id, CAST(count(*) AS VARCHAR) FROM rx_fills WHERE {ph} GROUP BY pharmacy_id "
+    # Each query is written twice over: {<table>} is TRUE for the user, and the scope of that
+    # contract table's rows (`Scope.where`) for the administrator; it stands only where that
+    # table's columns are the ones in view, unqualified. No masked column is read.
+    "SELECT pharmacy_id, name FROM pharmacies WHERE pharmacy_id = 'RX101' AND {pharmacies} "
+    "UNION SELECT pharmacy_id, name FROM pharmacies WHERE pharmacy_id <> '423' AND {pharmacies} "
+    "UNION ALL SELECT pharmacy_id, CAST(count(*) AS VARCHAR) FROM rx_fills WHERE {rx_fills} GROUP BY pharmacy_id "
     "ORDER BY 1, 2",
-    "SELECT count(*) AS n FROM rx_fills WHERE {ph} AND pharmacy_id IN "
-    "(SELECT pharmacy_id FROM pharmacies WHERE {ph} AND region = 'West')",
-    "SELECT (SELECT count(*) FROM rx_fills WHERE {ph}) AS fills, (SELECT max(pharmacy_id) FROM pos WHERE {ph}) AS top, "
-    "(SELECT count(DISTINCT pharmacy_id) FROM surveys WHERE {ph}) AS surveyed",
-    "SELECT pharmacy_id, count(*) AS n FROM rx_fills f WHERE {ph} AND EXISTS "
-    "(SELECT 1 FROM pharmacies p WHERE {ph} AND p.pharmacy_id = f.pharmacy_id AND p.region = 'Central') "
+    "SELECT count(*) AS n FROM rx_fills WHERE {rx_fills} AND pharmacy_id IN "
+    "(SELECT pharmacy_id FROM pharmacies WHERE {pharmacies} AND region = 'West')",
+    "SELECT (SELECT count(*) FROM rx_fills WHERE {rx_fills}) AS fills, "
+    "(SELECT max(pharmacy_id) FROM pos WHERE {pos}) AS top, "
+    "(SELECT count(DISTINCT pharmacy_id) FROM surveys WHERE {surveys}) AS surveyed",
+    "SELECT pharmacy_id, count(*) AS n FROM rx_fills f WHERE {rx_fills} AND EXISTS "
+    "(SELECT 1 FROM pharmacies p WHERE {pharmacies} AND p.pharmacy_id = f.pharmacy_id AND p.region = 'Central') "
     "GROUP BY pharmacy_id ORDER BY pharmacy_id",
     "SELECT e.employee_id, e.name, p.pharmacy_id, count(*) AS shifts, sum(p.hours) AS hours "
-    "FROM (SELECT * FROM payroll WHERE {ph}) p JOIN (SELECT * FROM employees WHERE {home}) e "
+    "FROM (SELECT * FROM payroll WHERE {payroll}) p JOIN (SELECT * FROM employees WHERE {employees}) e "
     "ON e.employee_id = p.employee_id GROUP BY 1, 2, 3 ORDER BY 1, 3",
-    "SELECT p.pharmacy_id, e.name, count(*) AS shifts FROM (SELECT * FROM payroll WHERE {ph}) p "
-    "LEFT JOIN (SELECT * FROM employees WHERE {home}) e ON e.employee_id = p.employee_id "
+    "SELECT p.pharmacy_id, e.name, count(*) AS shifts FROM (SELECT * FROM payroll WHERE {payroll}) p "
+    "LEFT JOIN (SELECT * FROM employees WHERE {employees}) e ON e.employee_id = p.employee_id "
     "GROUP BY 1, 2 ORDER BY 1, 2 NULLS FIRST",
-    "SELECT e.home_pharmacy_id, count(*) AS n FROM (SELECT * FROM employees WHERE {home}) e "
-    "FULL OUTER JOIN (SELECT * FROM pharmacies WHERE {ph}) ph ON e.home_pharmacy_id = ph.pharmacy_id "
+    "SELECT e.home_pharmacy_id, count(*) AS n FROM (SELECT * FROM employees WHERE {employees}) e "
+    "FULL OUTER JOIN (SELECT * FROM pharmacies WHERE {pharmacies}) ph ON e.home_pharmacy_id = ph.pharmacy_id "
     "GROUP BY 1 ORDER BY 1 NULLS FIRST",
-    "WITH x AS (SELECT * FROM pos WHERE {ph}) SELECT kind, count(*) AS n, sum(quantity) AS q FROM x GROUP BY kind ORDER BY kind",
-    "SELECT pharmacy_id, count(*) OVER () AS everyone FROM (SELECT DISTINCT pharmacy_id FROM rx_fills WHERE {ph}) ORDER BY 1",
-    "SELECT count(*) AS n FROM rxcube.public.rx_fills WHERE {ph}",
-    "SELECT count(*) AS n FROM public.surveys WHERE {ph} AND pharmacy_id NOT IN (4)",
+    "WITH x AS (SELECT * FROM pos WHERE {pos}) SELECT kind, count(*) AS n, sum(quantity) AS q FROM x "
+    "GROUP BY kind ORDER BY kind",
+    "SELECT pharmacy_id, count(*) OVER () AS everyone FROM (SELECT DISTINCT pharmacy_id FROM rx_fills "
+    "WHERE {rx_fills}) ORDER BY 1",
+    "SELECT count(*) AS n FROM rxcube.public.rx_fills WHERE {rx_fills}",
+    "SELECT count(*) AS n FROM public.surveys WHERE {surveys} AND pharmacy_id NOT IN (4)",
+    "SELECT g.peer_group, count(*) AS n FROM (SELECT * FROM peer_groups WHERE {peer_groups}) g "
+    "JOIN (SELECT DISTINCT pharmacy_id FROM pos WHERE {pos}) s ON s.pharmacy_id = g.pharmacy_id "
+    "GROUP BY 1 ORDER BY 1",
 ]
 
 
 def both(template, scope):
     """The user's form (no scope written) and the administrator's (the scope written in)."""
-    return (template.format(ph="TRUE", home="TRUE"),
-            template.format(ph=scope.where("pharmacy_id"), home=scope.where("home_pharmacy_id")))
+    return (template.format(**{t: "TRUE" for t in SCOPED_BY}),
+            template.format(**{t: scope.where(t) for t in SCOPED_BY}))
 
 
 @pytest.mark.parametrize("user", ["pat", "lena"])
@@ -720,11 +969,11 @@ def test_explain_shows_no_rows_of_others(served, as_user, scope_of, user):
     conn = as_user(user)
     scope = scope_of(user)
     others = [r["ssn"] for r in admin(served.warehouse, "SELECT ssn, home_pharmacy_id FROM employees")
-              if r["home_pharmacy_id"] not in scope.pharmacies]
+              if r["home_pharmacy_id"] not in scope.current]
     cases = [
-        ("SELECT * FROM employees", f"SELECT count(*) AS n FROM employees WHERE {scope.where('home_pharmacy_id')}"),
+        ("SELECT * FROM employees", f"SELECT count(*) AS n FROM employees WHERE {scope.where('employees')}"),
         ("SELECT * FROM rx_fills WHERE pharmacy_id NOT IN ('423')",
-         f"SELECT count(*) AS n FROM rx_fills WHERE pharmacy_id NOT IN ('423') AND {scope.where('pharmacy_id')}"),
+         f"SELECT count(*) AS n FROM rx_fills WHERE pharmacy_id NOT IN ('423') AND {scope.where('rx_fills')}"),
         ("SELECT * FROM cube.metrics WHERE grain = 'month' AND metric = 'on_time_pct'", None),
     ]
     for sql, count_sql in cases:
@@ -790,7 +1039,7 @@ def test_warehouse_files_cannot_be_read_directly(served, as_user, scope_of, user
             got = rows(conn, sql)
         except adbc.Error:
             continue
-        assert all(r["home_pharmacy_id"] in scope.pharmacies for r in got), f"{sql} reached other pharmacies"
+        assert all(r["home_pharmacy_id"] in scope.current for r in got), f"{sql} reached other pharmacies"
         if user == "pat":
             assert all(r["ssn"] == MASK for r in got), f"{sql} showed SSNs"
 
@@ -961,8 +1210,8 @@ def test_tls(landed, tmp_path):
         assert server.uri == f"grpc+tls://127.0.0.1:{server.port}"
         conn = adbc_connect(server.uri, "rita", **{"adbc.flight.sql.client_option.tls_root_certs": pem})
         try:
-            want = admin(server.warehouse, "SELECT count(*) AS n FROM pharmacies WHERE pharmacy_id IN "
-                                           "(SELECT pharmacy_id FROM pharmacies WHERE region = 'West')")
+            # The rows placing a pharmacy in the West (not 00423's since its move to Central).
+            want = admin(server.warehouse, "SELECT count(*) AS n FROM pharmacies WHERE region = 'West'")
             assert rows(conn, "SELECT count(*) AS n FROM pharmacies") == want
         finally:
             conn.close()
