@@ -227,6 +227,20 @@ def test_explain_does_not_tell_what_other_users_ran(login):
     assert "cache" not in served_by(pat2, sql)
 
 
+def test_the_result_cache_is_partitioned_by_scope(login):
+    """A result computed for one scope answers no other: after lena (local_area:Chicago) ran a
+    query, the administrator's plan of the same query is not served from the cache (so neither
+    its presence nor its speed tells anyone what lena ran); after the administrator ran it, it is."""
+    sql = ("SELECT node, metric, value, peer_avg, peer_rank FROM cube.metrics WHERE level = 'pharmacy' "
+           "AND grain = 'quarter' AND metric = 'otc_sales_per_rx'")
+    lena, admin = login("lena"), login("admin")
+    assert "cached result" not in text_of(plan_rows(admin, f"EXPLAIN {sql}")), "the query ran before the test"
+    assert rows(lena, sql), "lena's scope has quarters of otc sales"
+    assert "cached result" not in text_of(plan_rows(admin, f"EXPLAIN {sql}"))
+    rows(admin, sql)
+    assert "cached result" in text_of(plan_rows(admin, f"EXPLAIN {sql}"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Administrators.
 

@@ -219,6 +219,16 @@ pub fn protected_home(home: &SessionContext) -> Result<SessionContext> {
     Ok(SessionContext::new_with_state(state))
 }
 
+/// `ctx` with the result cache partitioned to `partition` (`rxcube.cache_partition`).
+fn with_cache_partition(ctx: &SessionContext, partition: &str) -> Result<SessionContext> {
+    let mut state = ctx.state();
+    state
+        .config_mut()
+        .options_mut()
+        .set("rxcube.cache_partition", partition)?;
+    Ok(SessionContext::new_with_state(state))
+}
+
 /// The session `principal` reaching `reach` gets over `home`: the relations it may read, each
 /// scoped and masked, and nothing else (see the module docs). A scope that does not see
 /// employee data reads every relation through [`protected_home`]: small cells are suppressed
@@ -228,12 +238,16 @@ pub async fn user_session(
     principal: &Principal,
     reach: &Reach,
 ) -> Result<SessionContext> {
-    let state = home.state();
     let planning = if reach.is_everything() || reach.sees_employee_data() {
         home.clone()
     } else {
         protected_home(home)?
     };
+    // Cached results are reused within a scope only: a cache hit (its speed) tells a user
+    // nothing of what users of other scopes ran.
+    let partition = reach.scope.to_string();
+    let planning = with_cache_partition(&planning, &partition)?;
+    let state = with_cache_partition(home, &partition)?.state();
     let catalog_name = state.config().options().catalog.default_catalog.clone();
     let home_catalog = home
         .catalog(&catalog_name)

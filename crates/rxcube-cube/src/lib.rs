@@ -70,6 +70,10 @@ extensions_options! {
         /// NULL and take no part in peer averages and ranks. User sessions whose scope does
         /// not see employee data have it on, whatever they set.
         pub small_cells: bool, default = false
+        /// The result cache's partition: results are reused only within the same one. User
+        /// sessions are partitioned by scope, so what is cached, and how fast it answers,
+        /// tells no one what users of other scopes ran.
+        pub cache_partition: String, default = String::new()
     }
 }
 

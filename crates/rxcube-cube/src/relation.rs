@@ -251,16 +251,17 @@ impl<R: Relation> TableProvider for CubeTable<R> {
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
         let Planned { sql, note, filters } = self.relation.plan_sql(state, &filters, &names)?;
         tracing::debug!(relation = %self.name, %sql, ?note, "cube relation");
-        let caching = state
+        let options = state
             .config_options()
             .extensions
-            .get::<crate::CubeOptions>()
-            .is_none_or(|o| o.result_cache);
+            .get::<crate::CubeOptions>();
+        let caching = options.is_none_or(|o| o.result_cache);
+        let partition = options.map_or("", |o| o.cache_partition.as_str());
         let key = self
             .relation
             .snapshot()
             .filter(|_| caching)
-            .map(|s| format!("{s}\n{sql}\n{filters:?}\n{names:?}"));
+            .map(|s| format!("{partition}\n{s}\n{sql}\n{filters:?}\n{names:?}"));
         let schema = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
