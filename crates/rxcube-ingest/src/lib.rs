@@ -14,6 +14,7 @@ mod columns;
 mod error;
 mod import;
 mod keys;
+mod parquet_check;
 pub mod rules;
 mod source;
 mod spool;

@@ -18,6 +18,7 @@ use rxcube_model::{ColumnDef, ColumnType, TableDef};
 
 use crate::columns::ColumnBuilder;
 use crate::error::{RecordError, quote};
+use crate::parquet_check::{catch_panic, check_chunks, check_footer};
 
 /// Records read per chunk.
 pub(crate) const CHUNK_RECORDS: usize = 64 * 1024;
@@ -403,7 +404,10 @@ fn conversion(from: &DataType, c: &ColumnDef) -> Result<Conversion, String> {
 pub(crate) struct ParquetSource {
     def: &'static TableDef,
     file: String,
-    reader: ParquetRecordBatchReader,
+    /// `None` once the file turned out unreadable: the rest of it is not read.
+    reader: Option<ParquetRecordBatchReader>,
+    /// The record number after each row group's last.
+    row_group_ends: Vec<u64>,
     /// For each contract column: its index in the projected batch and how to convert it.
     plan: Vec<Option<(usize, Conversion)>>,
     next_record: u64,
@@ -427,8 +431,27 @@ impl ParquetSource {
             value: None,
             reason,
         };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(handle)
-            .map_err(|e| fail(None, format!("not a readable Parquet file: {e}")))?;
+        // A damaged file must be an error, never a failed allocation: its declared lengths
+        // are checked before the reader sizes anything by them.
+        let unreadable = |reason: String| format!("not a readable Parquet file: {reason}");
+        let data_end = check_footer(&handle, total_bytes).map_err(|r| fail(None, unreadable(r)))?;
+        let checked = handle
+            .try_clone()
+            .map_err(|e| fail(None, format!("cannot open the file: {e}")))?;
+        let builder = catch_panic(|| ParquetRecordBatchReaderBuilder::try_new(handle))
+            .map_err(|p| fail(None, unreadable(p)))?
+            .map_err(|e| fail(None, unreadable(e.to_string())))?;
+        check_chunks(&checked, builder.metadata(), data_end)
+            .map_err(|(column, reason)| fail(column, unreadable(reason)))?;
+        let row_group_ends: Vec<u64> = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .scan(0u64, |end, rg| {
+                *end += rg.num_rows() as u64;
+                Some(*end)
+            })
+            .collect();
         let schema = builder.schema().clone();
         let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let positions = missing_and_unknown(def, &file, &names)?;
@@ -449,15 +472,19 @@ impl ParquetSource {
         }
         let total_rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(CHUNK_RECORDS)
-            .build()
-            .map_err(|e| fail(None, format!("not a readable Parquet file: {e}")))?;
+        let reader = catch_panic(|| {
+            builder
+                .with_projection(mask)
+                .with_batch_size(CHUNK_RECORDS)
+                .build()
+        })
+        .map_err(|p| fail(None, unreadable(p)))?
+        .map_err(|e| fail(None, unreadable(e.to_string())))?;
         Ok(Self {
             def,
             file,
-            reader,
+            reader: Some(reader),
+            row_group_ends,
             plan,
             next_record: 1,
             start_at: start_at.max(1),
@@ -468,12 +495,17 @@ impl ParquetSource {
 
     pub(crate) fn next_chunk(&mut self) -> Option<Chunk> {
         loop {
-            let batch = match self.reader.next()? {
+            let reader = self.reader.as_mut()?;
+            // A panic of the decoder on damaged data is an error of the file, as its errors are.
+            let next = catch_panic(|| reader.next())
+                .unwrap_or_else(|p| Some(Err(arrow::error::ArrowError::ExternalError(p.into()))));
+            let batch = match next? {
                 Ok(b) => b,
                 Err(e) => {
                     let n = self.next_record;
                     // The rest of the file cannot be read: one file-level error ends it.
-                    self.next_record = u64::MAX;
+                    self.reader = None;
+                    let group = self.row_group_ends.partition_point(|end| *end < n);
                     let batch = RecordBatch::new_empty(chunk_schema(self.def));
                     return Some(Chunk {
                         batch,
@@ -483,7 +515,9 @@ impl ParquetSource {
                             record: Some(n),
                             column: None,
                             value: None,
-                            reason: format!("unreadable Parquet data from this record on: {e}"),
+                            reason: format!(
+                                "unreadable Parquet data in row group {group} from this record on: {e}"
+                            ),
                         }],
                         bytes_read: self.total_bytes,
                     });
@@ -613,6 +647,14 @@ fn convert(
             b.finish()
         }
     };
+    // Dates and instants of a Parquet file are numbers: keep them to the years a CSV file can
+    // write (0000 to 9999, an instant a day either side for its offset), which every later
+    // step can represent; a damaged page can hold any number.
+    let out = if matches!(conv, Conversion::Exact | Conversion::Cast) {
+        out_of_calendar(file, c, out, first, errors)
+    } else {
+        out
+    };
     if !c.nullable && out.null_count() > 0 {
         for i in 0..out.len() {
             // Values that failed conversion were reported above; report the truly missing.
@@ -629,4 +671,60 @@ fn convert(
         ) || *out.data_type() == target
     );
     out
+}
+
+/// Reports the dates outside the years 0000 to 9999 (what a CSV file can write) and the
+/// instants outside [`crate::text::instant_range`] (what the engine computes with), and makes
+/// them NULL, as a field that cannot be read, so that the rules never compute with them.
+fn out_of_calendar(
+    file: &str,
+    c: &ColumnDef,
+    out: ArrayRef,
+    first: u64,
+    errors: &mut Vec<RecordError>,
+) -> ArrayRef {
+    use arrow::array::{Date32Array, TimestampMicrosecondArray};
+    let bad: Vec<(usize, String)> = match c.ty {
+        ColumnType::Date => {
+            let Some(a) = out.as_any().downcast_ref::<Date32Array>() else {
+                return out;
+            };
+            let days = crate::text::days_from_civil(0, 1, 1)
+                ..=crate::text::days_from_civil(10_000, 1, 1) - 1;
+            (0..a.len())
+                .filter(|i| a.is_valid(*i) && !days.contains(&i64::from(a.value(*i))))
+                .map(|i| (i, format!("{} days from 1970-01-01", a.value(i))))
+                .collect()
+        }
+        ColumnType::Instant => {
+            let Some(a) = out.as_any().downcast_ref::<TimestampMicrosecondArray>() else {
+                return out;
+            };
+            let range = crate::text::instant_range();
+            (0..a.len())
+                .filter(|i| a.is_valid(*i) && !range.contains(&a.value(*i)))
+                .map(|i| (i, format!("{} µs from 1970-01-01T00:00:00Z", a.value(i))))
+                .collect()
+        }
+        _ => return out,
+    };
+    if bad.is_empty() {
+        return out;
+    }
+    let mut null = vec![false; out.len()];
+    for (i, value) in bad {
+        null[i] = true;
+        let reason = match c.ty {
+            ColumnType::Date => "date out of range (years 0000 to 9999)",
+            _ => crate::text::INSTANT_OUT_OF_RANGE,
+        };
+        errors.push(record_error(
+            file,
+            first + i as u64,
+            c.name,
+            Some(&value),
+            format!("{reason}; expected {}", c.ty.describe()),
+        ));
+    }
+    arrow::compute::nullif(&out, &arrow::array::BooleanArray::from(null)).unwrap_or(out)
 }

@@ -7,6 +7,16 @@ use chrono::NaiveDate;
 /// Microseconds in a day.
 const DAY_MICROS: i64 = 86_400_000_000;
 
+/// Why an instant outside [`instant_range`] is refused.
+pub const INSTANT_OUT_OF_RANGE: &str = "instant out of range (years 1678 to 2261)";
+
+/// The instants the engine computes with, in microseconds since the epoch: its time functions
+/// (the months of the partitions among them) work in nanoseconds, whose i64 spans 1677-09-21
+/// to 2262-04-11, so an instant must lie in the whole years 1678 to 2261.
+pub fn instant_range() -> std::ops::RangeInclusive<i64> {
+    days_from_civil(1678, 1, 1) * DAY_MICROS..=days_from_civil(2262, 1, 1) * DAY_MICROS - 1
+}
+
 /// Days from 1970-01-01 to the given proleptic Gregorian date (Howard Hinnant's algorithm).
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -110,7 +120,11 @@ pub fn parse_instant(s: &str) -> Result<i64, &'static str> {
         _ => return Err(BAD),
     };
     let secs = i64::from(h * 3600 + mi * 60 + sec) - offset_secs;
-    Ok(days_from_civil(y, mo, d) * DAY_MICROS + secs * 1_000_000 + micros)
+    let v = days_from_civil(y, mo, d) * DAY_MICROS + secs * 1_000_000 + micros;
+    if !instant_range().contains(&v) {
+        return Err(INSTANT_OUT_OF_RANGE);
+    }
+    Ok(v)
 }
 
 /// A decimal with at most `scale` decimals, scaled to an integer (e.g. `12.5` → 1250 at scale 2).

@@ -741,6 +741,90 @@ async fn parquet_input_is_checked_like_csv() {
     );
 }
 
+/// Instants must lie in the years 1678 to 2261, which the engine's time functions represent:
+/// one outside (a Parquet instant far off the calendar, as a damaged page can hold, or a CSV
+/// instant in 2300) is an error of its record, not a failure of the posting.
+#[tokio::test(flavor = "multi_thread")]
+async fn instants_outside_years_1678_to_2261_are_rejected() {
+    use arrow::array::{Int32Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let f = Fixture::new().await;
+    let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("rx_id", DataType::Utf8, false),
+        Field::new("fill_no", DataType::Int32, false),
+        Field::new("pharmacy_id", DataType::Utf8, false),
+        Field::new("channel", DataType::Utf8, false),
+        Field::new("received_at", utc.clone(), false),
+        Field::new("filled_at", utc, false),
+    ]));
+    let t0 = 1_709_280_000_000_000i64; // 2024-03-01T08:00:00Z
+    let far = 4_616_828_798_511_912_128i64; // about the year 146,000,000
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["1", "2", "3"])),
+            Arc::new(Int32Array::from(vec![0; 3])),
+            Arc::new(StringArray::from(vec!["1"; 3])),
+            Arc::new(StringArray::from(vec!["local"; 3])),
+            Arc::new(TimestampMicrosecondArray::from(vec![t0, far, t0]).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![t0 + 600_000_000, t0, -far])
+                    .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .expect("batch");
+    let path = f.dir.path().join("far.parquet");
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&path).expect("create"),
+        schema,
+        None,
+    )
+    .expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    let r = f.import_files(TableName::RxFills, &[path], 1).await;
+    assert_eq!(
+        (r.status, r.rejected, r.version),
+        (Status::Rejected, 2, None)
+    );
+    let got: Vec<_> = r
+        .errors
+        .iter()
+        .map(|e| (e.record, e.column.as_deref(), e.reason.as_str()))
+        .collect();
+    let reason =
+        "instant out of range (years 1678 to 2261); expected an RFC 3339 timestamp with offset";
+    assert_eq!(
+        got,
+        vec![
+            (Some(2), Some("received_at"), reason),
+            (Some(3), Some("filled_at"), reason)
+        ],
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(f.count("rx_fills").await, 0);
+
+    let r = f
+        .import_csv(
+            TableName::RxFills,
+            "far",
+            &format!(
+                "{FILLS_HEADER}1,0,1,local,2261-12-31T09:00:00-08:00,2261-12-31T23:59:59Z\n\
+                 2,0,1,local,2024-03-01T09:00:00-08:00,2300-03-01T09:10:00-08:00\n"
+            ),
+        )
+        .await;
+    assert_eq!((r.status, r.rejected), (Status::Rejected, 1));
+    assert_eq!(
+        (r.errors[0].record, r.errors[0].column.as_deref()),
+        (Some(2), Some("filled_at"))
+    );
+    assert_eq!(r.errors[0].reason, reason);
+}
+
 /// One unusual record per advisory: (table, file contents, record, column, words of the
 /// warning). The contract allows each of them, so the file lands with one warning.
 fn unusual_files() -> Vec<(TableName, String, u64, &'static str, &'static str)> {
