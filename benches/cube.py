@@ -33,7 +33,9 @@ import time
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 ORDER = ["pharmacies", "peer_groups", "targets", "employees", "payroll", "pos", "rx_fills", "surveys"]
 DAYS = 120
-PHARMACY = 7
+# The pharmacy of the one-pharmacy queries: the seventh id in text order (ids are labels such as
+# RX107 or 00423), picked from the data by `pick_pharmacy`.
+PHARMACY = None
 PERIOD = "2024-02-18"      # a pay period (anchor 2024-01-07)
 MONTH = ("2024-02-01", "2024-03-01")
 KEY = ["labor_cost_per_rx", "csat_pct", "on_time_pct", "otc_sales_per_rx", "crp_usage_pct"]
@@ -122,6 +124,13 @@ def run_rxcube(rxcube, wh, sql, runs):
 # DuckDB: the same numbers from the domain's definitions, in plain SQL over the Parquet files.
 
 ANCHOR = "DATE '2024-01-07'"
+
+
+def pick_pharmacy(con):
+    """Sets PHARMACY: the seventh pharmacy id of the chain in text order."""
+    global PHARMACY
+    PHARMACY = con.execute("SELECT DISTINCT pharmacy_id FROM pharmacies ORDER BY 1 LIMIT 1 OFFSET 6").fetchone()[0]
+    return PHARMACY
 
 
 def duck_setup(con, wh):
@@ -254,7 +263,7 @@ def duck_queries():
     region = (facts_sql() + ", " + ", ".join(f"{src}_r AS {placed(src)}" for src in ("fills", "sales", "survey", "pieces"))
               + "," + cells)
     return {
-        "score_card": f"WITH {period}, {peers}, {ranked} SELECT metric, value, peer_avg, peer_rank, peer_size FROM ranked WHERE pharmacy_id = {PHARMACY} ORDER BY metric",
+        "score_card": f"WITH {period}, {peers}, {ranked} SELECT metric, value, peer_avg, peer_rank, peer_size FROM ranked WHERE pharmacy_id = '{PHARMACY}' ORDER BY metric",
         "peer_ranking": f"""
             WITH {facts_sql(PERIOD, hi, only=("fills",))},
             cells AS (SELECT pharmacy_id, count(*) FILTER (WHERE channel = 'local') AS local_fills,
@@ -274,7 +283,7 @@ def duck_queries():
         "hourly_medians": f"""
             WITH {facts_sql(MONTH[0], MONTH[1], only=("fills",))}
             SELECT strftime(date_trunc('hour', lt), '%Y-%m-%dT%H:%M:%S'), quantile_cont(minutes, 0.5)
-            FROM fills WHERE pharmacy_id = {PHARMACY} AND channel = 'local' GROUP BY 1 ORDER BY 1""",
+            FROM fills WHERE pharmacy_id = '{PHARMACY}' AND channel = 'local' GROUP BY 1 ORDER BY 1""",
     }
 
 
@@ -316,6 +325,7 @@ def main():
     con = duckdb.connect()
     duck_setup(con, wh)
     fills = con.execute("SELECT count(*) FROM rx_fills").fetchone()[0]
+    pick_pharmacy(con)
 
     ours_q, theirs_q = rxcube_queries(), duck_queries()
     names = args.only.split(",") if args.only else list(ours_q)
@@ -334,7 +344,8 @@ def main():
     geo = math.exp(sum(math.log(r[4]) for r in results) / len(results))
     lines = [
         f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        f"chain: {pharmacies} pharmacies x {DAYS} days, {fills:,} fills; 2 threads each; median of {args.runs} warm runs",
+        f"chain: {pharmacies} pharmacies x {DAYS} days, {fills:,} fills; 2 threads each; median of {args.runs} warm runs; "
+        f"one-pharmacy queries on pharmacy {PHARMACY}",
         "",
         "| query | rows | rxcube s | DuckDB s | rxcube / DuckDB |",
         "|---|---|---|---|---|",

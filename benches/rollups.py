@@ -87,7 +87,7 @@ def duck_rollup_queries(wh):
     peers, ranked = cube.peer_sql()
     return {
         "score_card": f"WITH {cells}, {peers}, {ranked} SELECT metric, value, peer_avg, peer_rank, peer_size "
-                      f"FROM ranked WHERE pharmacy_id = {cube.PHARMACY} ORDER BY metric",
+                      f"FROM ranked WHERE pharmacy_id = '{cube.PHARMACY}' ORDER BY metric",
         "peer_ranking": f"""
             WITH {cells}, {peers},
             ranked AS (SELECT pharmacy_id, peer_group, {cube.ratio('on_time', 'local_fills', 100.0)} AS value,
@@ -122,6 +122,7 @@ def main():
     con = duckdb.connect()
     cube.duck_setup(con, wh)
     fills = con.execute("SELECT count(*) FROM rx_fills").fetchone()[0]
+    cube.pick_pharmacy(con)
 
     print("rollup build ...", flush=True)
     build_s, build_out = timed(pin + [args.rxcube, "rollup", "build", "-w", wh], env)
@@ -164,7 +165,7 @@ def main():
     # One more day of fills (a full day's fills from before the end, moved to the day after
     # the last fill, under new prescription numbers), imported, then an incremental refresh.
     extra = os.path.join(cube.OUT, "one-more-day.parquet")
-    con.execute(f"""COPY (SELECT rx_id + 1000000000 AS rx_id, fill_no, pharmacy_id, channel,
+    con.execute(f"""COPY (SELECT 'D' || rx_id AS rx_id, fill_no, pharmacy_id, channel,
                                received_at + INTERVAL 5 DAY AS received_at, filled_at + INTERVAL 5 DAY AS filled_at
                         FROM rx_fills, (SELECT max(filled_at) AS m FROM rx_fills)
                         WHERE filled_at >= m - INTERVAL 5 DAY AND filled_at < m - INTERVAL 4 DAY)
