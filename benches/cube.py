@@ -126,10 +126,14 @@ def run_rxcube(rxcube, wh, sql, runs):
 ANCHOR = "DATE '2024-01-07'"
 
 
-def pick_pharmacy(con):
-    """Sets PHARMACY: the seventh pharmacy id of the chain in text order."""
+def pick_pharmacy(con, pharmacy=None):
+    """Sets PHARMACY: `pharmacy` if given (it must be in the chain), else the seventh pharmacy id
+    of the chain in text order."""
     global PHARMACY
-    PHARMACY = con.execute("SELECT DISTINCT pharmacy_id FROM pharmacies ORDER BY 1 LIMIT 1 OFFSET 6").fetchone()[0]
+    if pharmacy is None:
+        pharmacy = con.execute("SELECT DISTINCT pharmacy_id FROM pharmacies ORDER BY 1 LIMIT 1 OFFSET 6").fetchone()[0]
+    assert con.execute("SELECT count(*) FROM pharmacies WHERE pharmacy_id = ?", [pharmacy]).fetchone()[0], pharmacy
+    PHARMACY = pharmacy
     return PHARMACY
 
 
@@ -316,6 +320,7 @@ def main():
     ap.add_argument("--fills", type=int, default=20_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", help="comma-separated query names")
+    ap.add_argument("--pharmacy", help="pharmacy id of the one-pharmacy queries (default: the seventh in text order)")
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     chain, pharmacies = chain_for(args.rxcube, args.fills)
@@ -325,7 +330,7 @@ def main():
     con = duckdb.connect()
     duck_setup(con, wh)
     fills = con.execute("SELECT count(*) FROM rx_fills").fetchone()[0]
-    pick_pharmacy(con)
+    pick_pharmacy(con, args.pharmacy)
 
     ours_q, theirs_q = rxcube_queries(), duck_queries()
     names = args.only.split(",") if args.only else list(ours_q)

@@ -111,6 +111,7 @@ def main():
     ap.add_argument("--fills", type=int, default=20_000_000)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--only", help="comma-separated query names")
+    ap.add_argument("--pharmacy", help="pharmacy id of the one-pharmacy queries (default: the seventh in text order)")
     args = ap.parse_args()
     os.makedirs(cube.OUT, exist_ok=True)
     chain, pharmacies = cube.chain_for(args.rxcube, args.fills)
@@ -122,7 +123,7 @@ def main():
     con = duckdb.connect()
     cube.duck_setup(con, wh)
     fills = con.execute("SELECT count(*) FROM rx_fills").fetchone()[0]
-    cube.pick_pharmacy(con)
+    cube.pick_pharmacy(con, args.pharmacy)
 
     print("rollup build ...", flush=True)
     build_s, build_out = timed(pin + [args.rxcube, "rollup", "build", "-w", wh], env)
