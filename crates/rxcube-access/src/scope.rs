@@ -476,16 +476,27 @@ impl Reach {
         self.scope.level > Level::Pharmacy
     }
 
+    /// Rows of the nodes of `level` within the scope (key column `key`): a node always within
+    /// it by the key alone, another while `during(span)` holds for one of its spans.
+    fn within(&self, level: Level, key: &str, during: impl Fn(&str, &Span) -> Expr) -> Expr {
+        let mut always = Vec::new();
+        let mut parts = Vec::new();
+        for (node, spans) in &self.spans[level.index()] {
+            if spans == &[Span::ALWAYS] {
+                always.push(node.clone());
+                continue;
+            }
+            let when = any(spans.iter().map(|s| during(node, s)).collect());
+            parts.push(column(key).eq(lit(node.clone())).and(when));
+        }
+        parts.extend(in_list(key, always));
+        any(parts)
+    }
+
     /// Facts (`pharmacy` column, instant column `time` of type `time_type`) that roll up into
     /// the scope: those of a pharmacy at an instant of a local date it was placed under it.
     pub fn fact_filter(&self, pharmacy: &str, time: &str, time_type: &DataType) -> Expr {
-        let mut always = Vec::new();
-        let mut parts = Vec::new();
-        for (id, spans) in &self.spans[Level::Pharmacy.index()] {
-            if spans == &[Span::ALWAYS] {
-                always.push(id.clone());
-                continue;
-            }
+        self.within(Level::Pharmacy, pharmacy, |id, s| {
             let zone = self
                 .zones
                 .get(id)
@@ -500,60 +511,29 @@ impl Reach {
                     time_type.clone(),
                 )
             };
-            let during = any(spans
-                .iter()
-                .map(|s| {
-                    let from = s.from.map(|d| column(time).gt_eq(instant(d)));
-                    let to = s.to.map(|d| column(time).lt(instant(d)));
-                    match (from, to) {
-                        (Some(a), Some(b)) => a.and(b),
-                        (Some(a), None) | (None, Some(a)) => a,
-                        (None, None) => lit(true),
-                    }
-                })
-                .collect());
-            parts.push(column(pharmacy).eq(lit(id.clone())).and(during));
-        }
-        parts.extend(in_list(pharmacy, always));
-        any(parts)
+            all(
+                s.from.map(|d| column(time).gt_eq(instant(d))),
+                s.to.map(|d| column(time).lt(instant(d))),
+            )
+        })
     }
 
     /// Effective-dated rows (`pharmacy` column, local dates `[from, to)`, `to` NULL = open)
     /// that overlap a time their pharmacy was under the scope.
     pub fn dated_filter(&self, pharmacy: &str, from: &str, to: &str) -> Expr {
-        let mut always = Vec::new();
-        let mut parts = Vec::new();
-        for (id, spans) in &self.spans[Level::Pharmacy.index()] {
-            if spans == &[Span::ALWAYS] {
-                always.push(id.clone());
-                continue;
-            }
-            let date = |d: NaiveDate| lit(ScalarValue::Date32(Some(days(d))));
-            let overlaps = any(spans
-                .iter()
-                .map(|s| {
-                    let starts_before_end = s.to.map(|d| column(from).lt(date(d)));
-                    let ends_after_start = s
-                        .from
-                        .map(|d| column(to).is_null().or(column(to).gt(date(d))));
-                    match (starts_before_end, ends_after_start) {
-                        (Some(a), Some(b)) => a.and(b),
-                        (Some(a), None) | (None, Some(a)) => a,
-                        (None, None) => lit(true),
-                    }
-                })
-                .collect());
-            parts.push(column(pharmacy).eq(lit(id.clone())).and(overlaps));
-        }
-        parts.extend(in_list(pharmacy, always));
-        any(parts)
+        let date = |d: NaiveDate| lit(ScalarValue::Date32(Some(days(d))));
+        self.within(Level::Pharmacy, pharmacy, |_, s| {
+            all(
+                s.to.map(|d| column(from).lt(date(d))),
+                s.from
+                    .map(|d| column(to).is_null().or(column(to).gt(date(d)))),
+            )
+        })
     }
 
     /// Rows of `level` (a `node` column, local `period_start` of type `start_type`, dated by
     /// `grain`) whose whole period lies in a time the node was within the scope.
     pub fn period_filter(&self, level: Level, grain: Grain<'_>, start_type: &DataType) -> Expr {
-        let mut always = Vec::new();
-        let mut parts = Vec::new();
         let length = match grain {
             Grain::Fixed(g) => match period_length(g) {
                 Some(l) => lit(ScalarValue::IntervalMonthDayNano(Some(l))),
@@ -574,27 +554,21 @@ impl Reach {
         };
         let start = || column("period_start");
         let end = || binary_expr(column("period_start"), Operator::Plus, length.clone());
-        for (node, spans) in &self.spans[level.index()] {
-            if spans == &[Span::ALWAYS] {
-                always.push(node.clone());
-                continue;
-            }
-            let within = any(spans
-                .iter()
-                .map(|s| {
-                    let from = s.from.map(|d| start().gt_eq(local_midnight(d, start_type)));
-                    let to = s.to.map(|d| end().lt_eq(local_midnight(d, start_type)));
-                    match (from, to) {
-                        (Some(a), Some(b)) => a.and(b),
-                        (Some(a), None) | (None, Some(a)) => a,
-                        (None, None) => lit(true),
-                    }
-                })
-                .collect());
-            parts.push(column("node").eq(lit(node.clone())).and(within));
-        }
-        parts.extend(in_list("node", always));
-        any(parts)
+        self.within(level, "node", |_, s| {
+            all(
+                s.from.map(|d| start().gt_eq(local_midnight(d, start_type))),
+                s.to.map(|d| end().lt_eq(local_midnight(d, start_type))),
+            )
+        })
+    }
+}
+
+/// Both conditions, either, or TRUE when there is none.
+fn all(a: Option<Expr>, b: Option<Expr>) -> Expr {
+    match (a, b) {
+        (Some(a), Some(b)) => a.and(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => lit(true),
     }
 }
 
