@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rxcube_ingest::{ImportOptions, ImportReport, Progress, Status, escape, import};
+use rxcube_ingest::{ImportOptions, ImportReport, Pause, Progress, Status, escape, import};
 use rxcube_model::TableName;
 
 use crate::WarehouseArg;
@@ -124,6 +124,7 @@ pub async fn run(args: ImportArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
     let options = ImportOptions {
         start_at: args.start_at,
         memory_limit: Some(args.memory_limit),
+        pause: test_pause(),
         ..ImportOptions::default()
     };
     let bar = Bar::new();
@@ -146,6 +147,32 @@ pub async fn run(args: ImportArgs, verbosity: u8) -> anyhow::Result<ExitCode> {
         Status::Accepted => ExitCode::SUCCESS,
         Status::Rejected => ExitCode::from(1),
     })
+}
+
+/// The test hook `RXCUBE_TEST_PAUSE=<dir>`, for tests that drive the binary (not for use):
+/// at each named moment of the run ([`ImportOptions::pause`], e.g. `before-commit-1`) the
+/// import creates `<dir>/<moment>.<pid>.ready` and waits until `<dir>/<moment>.go` exists.
+fn test_pause() -> Option<Pause> {
+    let dir = PathBuf::from(std::env::var_os("RXCUBE_TEST_PAUSE")?);
+    Some(Pause(std::sync::Arc::new(move |moment: String| {
+        let dir = dir.clone();
+        Box::pin(async move {
+            let ready = dir.join(format!("{moment}.{}.ready", std::process::id()));
+            if let Err(e) = std::fs::write(&ready, b"") {
+                eprintln!("test hook: cannot create {}: {e}", ready.display());
+            }
+            let go = dir.join(format!("{moment}.go"));
+            let t0 = std::time::Instant::now();
+            while !go.exists() {
+                if t0.elapsed() > Duration::from_secs(300) {
+                    // A test that died does not leave an import waiting forever.
+                    eprintln!("test hook: {} never appeared", go.display());
+                    std::process::exit(3);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    })))
 }
 
 fn print_errors(report: &ImportReport, shown: usize, brief: bool) {

@@ -360,3 +360,243 @@ fn the_interactive_prompt_runs_multi_line_statements_until_quit() {
     assert_eq!(text(&out.stdout), "answer\n42\ns\nstill here\n");
     assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
 }
+
+/// Waits until `n` files named `<moment>.<pid>.ready` are in `dir` (the import test hook),
+/// or fails after a minute or when one of `running` has exited; returns them.
+fn await_ready(
+    dir: &Path,
+    moment: &str,
+    n: usize,
+    running: &mut [&mut std::process::Child],
+) -> Vec<String> {
+    let t0 = std::time::Instant::now();
+    loop {
+        for child in running.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    std::io::Read::read_to_string(&mut e, &mut err).ok();
+                }
+                panic!("an import exited ({status}) before {moment}: {err}");
+            }
+        }
+        let ready: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| f.starts_with(&format!("{moment}.")) && f.ends_with(".ready"))
+            .collect();
+        if ready.len() >= n {
+            return ready;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "{n} imports never reached {moment}: {ready:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn release(dir: &Path, moment: &str) {
+    std::fs::write(dir.join(format!("{moment}.go")), b"").expect("go");
+}
+
+fn fills_csv(dir: &Path, name: &str, ids: std::ops::Range<u32>, channel: &str) -> String {
+    let mut csv = String::from("rx_id,fill_no,pharmacy_id,channel,received_at,filled_at\n");
+    for id in ids {
+        csv.push_str(&format!(
+            "{id},0,00017,{channel},2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n"
+        ));
+    }
+    write(dir, name, &csv)
+}
+
+fn csv_query(w: &str, sql: &str) -> String {
+    let out = rxcube(&["sql", "-w", w, "--format", "csv", sql]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn two_concurrent_imports_into_one_table_both_land_each_key_once() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hook = dir.path().join("hook");
+    std::fs::create_dir(&hook).expect("mkdir");
+    let w = dir.path().join("w").display().to_string();
+    let ph = write(dir.path(), "ph.csv", PHARMACIES);
+    assert!(
+        rxcube(&["import", "-w", &w, "pharmacies", &ph])
+            .status
+            .success()
+    );
+    // Keys 1..300 and 200..500: the 100 shared keys must land once, from the later commit;
+    // the second round changes every record (the channels swap).
+    for (round, (ca, cb)) in [
+        ("creates the table", ("local", "crp")),
+        ("replaces records", ("crp", "local")),
+    ] {
+        let a = fills_csv(dir.path(), &format!("a-{ca}.csv"), 1..300, ca);
+        let b = fills_csv(dir.path(), &format!("b-{cb}.csv"), 200..500, cb);
+        let spawn = |file: &str| {
+            Command::new(env!("CARGO_BIN_EXE_rxcube"))
+                .args(["import", "-w", &w, "rx_fills", file])
+                .env_remove("RXCUBE_WAREHOUSE")
+                .env("RXCUBE_TEST_PAUSE", &hook)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        };
+        for f in std::fs::read_dir(&hook).expect("read dir") {
+            std::fs::remove_file(f.expect("entry").path()).expect("rm");
+        }
+        release(&hook, "before-log");
+        let (mut pa, mut pb) = (spawn(&a), spawn(&b));
+        // Both have matched their records to the same version; then both commit at once.
+        await_ready(&hook, "before-commit-1", 2, &mut [&mut pa, &mut pb]);
+        release(&hook, "before-commit-2");
+        release(&hook, "before-commit-1");
+        for p in [pa, pb] {
+            let out = p.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "{round}: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        // The loser matched its records again against the winner's version.
+        await_ready(&hook, "before-commit-2", 1, &mut []);
+        assert_eq!(
+            csv_query(
+                &w,
+                "SELECT count(*) AS n, count(DISTINCT rx_id) AS keys FROM rx_fills"
+            ),
+            "n,keys\n499,499\n",
+            "{round}"
+        );
+    }
+    // Four accepted runs, and the shared keys hold the channel of the last commit.
+    let log = csv_query(
+        &w,
+        "SELECT status, count(*) AS n FROM system.import_log WHERE table_name = 'rx_fills' GROUP BY status",
+    );
+    assert_eq!(log, "status,n\naccepted,4\n");
+    let last = csv_query(
+        &w,
+        "SELECT CASE WHEN file LIKE '%-local.csv' THEN 'local' ELSE 'crp' END AS c \
+         FROM system.import_log WHERE table_name = 'rx_fills' ORDER BY table_version DESC LIMIT 1",
+    );
+    let shared = csv_query(
+        &w,
+        "SELECT DISTINCT channel AS c FROM rx_fills WHERE CAST(rx_id AS INT) BETWEEN 200 AND 299",
+    );
+    assert_eq!(shared, last);
+}
+
+#[test]
+fn an_import_that_keeps_losing_the_race_to_commit_fails_plainly_and_is_logged() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hook = dir.path().join("hook");
+    std::fs::create_dir(&hook).expect("mkdir");
+    let w = dir.path().join("w").display().to_string();
+    let ph = write(dir.path(), "ph.csv", PHARMACIES);
+    assert!(
+        rxcube(&["import", "-w", &w, "pharmacies", &ph])
+            .status
+            .success()
+    );
+    let slow = fills_csv(dir.path(), "slow.csv", 1..100, "local");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rxcube"))
+        .args(["import", "-w", &w, "rx_fills", &slow])
+        .env_remove("RXCUBE_WAREHOUSE")
+        .env("RXCUBE_TEST_PAUSE", &hook)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Each time it has matched its records, another import commits first.
+    for attempt in 1..=3 {
+        let moment = format!("before-commit-{attempt}");
+        await_ready(&hook, &moment, 1, &mut [&mut child]);
+        let other = fills_csv(
+            dir.path(),
+            &format!("other{attempt}.csv"),
+            attempt * 1000..attempt * 1000 + 10,
+            "crp",
+        );
+        let out = rxcube(&["import", "-w", &w, "rx_fills", &other]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        release(&hook, &moment);
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "another import committed to table rx_fills while this one ran; nothing of this run \
+             was posted; run it again"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one plain line: {err}");
+    assert_eq!(
+        csv_query(&w, "SELECT count(*) AS n FROM rx_fills"),
+        "n\n30\n"
+    );
+    let log = csv_query(
+        &w,
+        "SELECT status, inserted, table_version IS NULL AS none, message LIKE 'another import committed%' AS why \
+         FROM system.import_log WHERE file LIKE '%slow.csv'",
+    );
+    assert_eq!(log, "status,inserted,none,why\nfailed,0,true,true\n");
+}
+
+#[test]
+fn concurrent_runs_append_to_a_new_import_log_without_a_conflict() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hook = dir.path().join("hook");
+    std::fs::create_dir(&hook).expect("mkdir");
+    let w = dir.path().join("w").display().to_string();
+    // Three rejected runs (no pharmacies on file) of a fresh warehouse append their errors and
+    // log rows at the same moment: the first commits create the system tables.
+    let fills = fills_csv(dir.path(), "fills.csv", 1..5, "local");
+    let mut runs: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_rxcube"))
+                .args(["import", "-w", &w, "rx_fills", &fills])
+                .env_remove("RXCUBE_WAREHOUSE")
+                .env("RXCUBE_TEST_PAUSE", &hook)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    {
+        let mut running: Vec<&mut std::process::Child> = runs.iter_mut().collect();
+        await_ready(&hook, "before-log", 3, &mut running);
+    }
+    release(&hook, "before-log");
+    for r in runs {
+        let out = r.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    }
+    assert_eq!(
+        csv_query(
+            &w,
+            "SELECT count(*) AS n, count(DISTINCT run_id) AS runs FROM system.import_log"
+        ),
+        "n,runs\n3,3\n"
+    );
+    assert_eq!(
+        csv_query(
+            &w,
+            "SELECT count(DISTINCT run_id) AS runs FROM system.import_errors"
+        ),
+        "runs\n3\n"
+    );
+}

@@ -98,6 +98,13 @@ pub enum IngestError {
     },
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
+    /// Pass 2 lost the race to commit to other imports ([`crate::ImportOptions::posting_attempts`]
+    /// times): nothing of the run was posted; it is logged as failed.
+    #[error(
+        "another import committed to table {table} while this one ran; nothing of this run was \
+         posted; run it again (run {run_id} is logged as failed)"
+    )]
+    Conflict { table: String, run_id: String },
 }
 
 pub type Result<T, E = IngestError> = std::result::Result<T, E>;

@@ -29,7 +29,7 @@ use futures::StreamExt;
 use rxcube_model::{TableDef, TableName};
 use rxcube_warehouse::catalog::{new_session, register_tables};
 use rxcube_warehouse::system::{ImportErrorEntry, ImportLogEntry};
-use rxcube_warehouse::{UpsertRequest, Warehouse};
+use rxcube_warehouse::{Hook, UpsertRequest, Warehouse, WarehouseError};
 use tracing::{info, info_span};
 
 use crate::blocks::{Block, Splitter, ordered_parallel};
@@ -52,7 +52,19 @@ pub struct ImportOptions {
     /// spill there, so peak memory stays near it however large the files are
     /// ([`crate::DEFAULT_MEMORY_LIMIT`] by default; at least [`crate::MIN_MEMORY_LIMIT`]).
     pub memory_limit: Option<usize>,
+    /// How many times pass 2 matches the records to the table and commits when another
+    /// import commits to the table first ([`POSTING_ATTEMPTS`] by default).
+    pub posting_attempts: u32,
+    /// A test hook, awaited at named moments of the run: `before-commit-N` (attempt N of the
+    /// commit, after the records are matched to the table) and `before-log` (before the run is
+    /// appended to the import log). Tests use it to line up concurrent imports or to kill one
+    /// at that moment.
+    pub pause: Option<Pause>,
 }
+
+/// Pass 2's attempts by default: a run that loses the race to commit twice in a row to other
+/// imports gives up, says so and is logged as failed.
+pub const POSTING_ATTEMPTS: u32 = 3;
 
 impl Default for ImportOptions {
     fn default() -> Self {
@@ -60,7 +72,19 @@ impl Default for ImportOptions {
             start_at: 1,
             max_errors_kept: 10_000,
             memory_limit: Some(crate::budget::DEFAULT_MEMORY_LIMIT),
+            posting_attempts: POSTING_ATTEMPTS,
+            pause: None,
         }
+    }
+}
+
+/// An async test hook, called with the name of the moment ([`ImportOptions::pause`]).
+#[derive(Clone)]
+pub struct Pause(pub Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, ()> + Send + Sync>);
+
+impl std::fmt::Debug for Pause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pause")
     }
 }
 
@@ -217,13 +241,19 @@ pub async fn import(
     }
 
     if report.total_errors == 0 {
-        // Pass 2: post.
+        // Pass 2: post. The records are matched against one version of the table and
+        // committed as the next; when another import commits first, nothing is committed and
+        // they are matched again against the new version.
         progress.phase("posting");
-        let source = posting_source(staged_ctx, def, pass1.maybe_superseded).await?;
-        let outcome = warehouse
-            .upsert(
-                staged_ctx,
-                UpsertRequest {
+        let mut attempt = 1;
+        let posted = loop {
+            let before_commit = options.pause.clone().map(|p| {
+                let point = format!("before-commit-{attempt}");
+                Hook(Arc::new(move || (p.0)(point.clone())))
+            });
+            let result = async {
+                let source = posting_source(staged_ctx, def, pass1.maybe_superseded).await?;
+                let request = UpsertRequest {
                     def,
                     source,
                     source_rows: Some(staged_rows),
@@ -232,9 +262,45 @@ pub async fn import(
                         ("rxcube.import_run".into(), run_id.clone().into()),
                         ("rxcube.files".into(), names.clone().into()),
                     ],
-                },
-            )
-            .await?;
+                    before_commit,
+                };
+                Ok::<_, IngestError>(warehouse.upsert(staged_ctx, request).await?)
+            }
+            .await;
+            match result {
+                Err(IngestError::Warehouse(WarehouseError::Conflict { .. }))
+                    if attempt < options.posting_attempts =>
+                {
+                    info!(
+                        attempt,
+                        "another import committed to the table first; posting again"
+                    );
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        let outcome = match posted {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // Nothing of this run was committed: it is logged as failed, with why.
+                let e = match e {
+                    IngestError::Warehouse(WarehouseError::Conflict { .. }) => {
+                        IngestError::Conflict {
+                            table: def.name.to_string(),
+                            run_id: run_id.clone(),
+                        }
+                    }
+                    other => other,
+                };
+                report.elapsed = started.elapsed();
+                let entry = log_entry(&report, options, started_at, "failed", Some(e.to_string()));
+                if let Err(log) = warehouse.append_import_log(&[entry], &[]).await {
+                    tracing::warn!(error = %log, "the failed run could not be logged");
+                }
+                return Err(e);
+            }
+        };
         report.status = Status::Accepted;
         report.superseded = staged_rows
             - (outcome.inserted + outcome.replaced + outcome.unchanged).min(staged_rows);
@@ -245,29 +311,20 @@ pub async fn import(
     }
     report.elapsed = started.elapsed();
 
-    let entry = ImportLogEntry {
-        run_id: run_id.clone(),
+    let message = (report.total_errors > report.errors.len() as u64).then(|| {
+        format!(
+            "{} errors, the first {} logged",
+            report.total_errors,
+            report.errors.len()
+        )
+    });
+    let entry = log_entry(
+        &report,
+        options,
         started_at,
-        finished_at: chrono::Utc::now().timestamp_micros(),
-        table_name: def.name.to_string(),
-        file: names.join(", "),
-        status: report.status.as_str().to_string(),
-        start_at: options.start_at,
-        records_read: report.records_read,
-        inserted: report.inserted,
-        replaced: report.replaced,
-        unchanged: report.unchanged,
-        rejected: report.rejected,
-        warnings: report.total_warnings,
-        table_version: report.version,
-        message: (report.total_errors > report.errors.len() as u64).then(|| {
-            format!(
-                "{} errors, the first {} logged",
-                report.total_errors,
-                report.errors.len()
-            )
-        }),
-    };
+        report.status.as_str(),
+        message,
+    );
     let errors: Vec<ImportErrorEntry> = report
         .errors
         .iter()
@@ -284,8 +341,38 @@ pub async fn import(
             severity,
         })
         .collect();
+    if let Some(p) = &options.pause {
+        (p.0)("before-log".into()).await;
+    }
     warehouse.append_import_log(&[entry], &errors).await?;
     Ok(report)
+}
+
+/// The import log's row for the run of `report`.
+fn log_entry(
+    report: &ImportReport,
+    options: &ImportOptions,
+    started_at: i64,
+    status: &str,
+    message: Option<String>,
+) -> ImportLogEntry {
+    ImportLogEntry {
+        run_id: report.run_id.clone(),
+        started_at,
+        finished_at: chrono::Utc::now().timestamp_micros(),
+        table_name: report.table.def().name.to_string(),
+        file: report.files.join(", "),
+        status: status.to_string(),
+        start_at: options.start_at,
+        records_read: report.records_read,
+        inserted: report.inserted,
+        replaced: report.replaced,
+        unchanged: report.unchanged,
+        rejected: report.rejected,
+        warnings: report.total_warnings,
+        table_version: report.version,
+        message,
+    }
 }
 
 fn query_err(def: &TableDef, source: datafusion::error::DataFusionError) -> IngestError {

@@ -22,4 +22,6 @@ pub mod text;
 
 pub use budget::{DEFAULT_MEMORY_LIMIT, MIN_MEMORY_LIMIT};
 pub use error::{IngestError, RecordError, Result, escape, escape_value};
-pub use import::{ImportOptions, ImportReport, NoProgress, Progress, Status, import};
+pub use import::{
+    ImportOptions, ImportReport, NoProgress, POSTING_ATTEMPTS, Pause, Progress, Status, import,
+};

@@ -20,6 +20,23 @@ pub enum WarehouseError {
     },
     #[error("table {table}: stored schema does not match the contract: {reason}")]
     Schema { table: String, reason: String },
+    /// Another writer committed to the table after this change read it: nothing of this change
+    /// was committed, and it can be made again against the new version.
+    #[error("another writer committed to table {table} while this change was prepared")]
+    Conflict { table: String },
+}
+
+/// Whether `e` says that another writer committed first (the commit was not made).
+pub(crate) fn is_commit_conflict(e: &deltalake::DeltaTableError) -> bool {
+    use deltalake::DeltaTableError as D;
+    use deltalake::kernel::transaction::TransactionError as T;
+    matches!(
+        e,
+        D::VersionAlreadyExists(_)
+            | D::Transaction {
+                source: T::CommitConflict(_) | T::MaxCommitAttempts(_) | T::VersionAlreadyExists(_)
+            }
+    )
 }
 
 pub type Result<T, E = WarehouseError> = std::result::Result<T, E>;

@@ -26,4 +26,4 @@ mod upsert;
 pub use changes::FileChange;
 pub use error::{Result, WarehouseError};
 pub use location::Warehouse;
-pub use upsert::{UpsertOutcome, UpsertRequest};
+pub use upsert::{Hook, UpsertOutcome, UpsertRequest};

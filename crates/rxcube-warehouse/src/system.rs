@@ -106,7 +106,8 @@ pub struct ImportLogEntry {
     pub finished_at: i64,
     pub table_name: String,
     pub file: String,
-    /// `accepted` or `rejected`.
+    /// `accepted`, `rejected` (nothing posted: records were wrong) or `failed` (nothing
+    /// posted: the posting failed, e.g. another import committed first; `message` says why).
     pub status: String,
     pub start_at: u64,
     pub records_read: u64,
@@ -156,28 +157,69 @@ impl Warehouse {
         self.append_system(SystemTable::AuditLog, Ok(batch)).await
     }
 
+    /// Appends `batch` to a system table: one commit, made again (on the table's new version)
+    /// when another writer committed first, as concurrent runs do. Appends never conflict with
+    /// each other once the table exists; the first ones can race to create it.
     async fn append_system(
         &self,
         table: SystemTable,
         batch: std::result::Result<RecordBatch, arrow::error::ArrowError>,
     ) -> Result<()> {
+        const ATTEMPTS: u32 = 6;
         let batch = batch.map_err(|e| WarehouseError::Query {
             table: table.name().into(),
             source: e.into(),
         })?;
-        let handle = self.handle(table.location())?;
-        handle
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Append)
-            .with_table_name(table.name())
-            .await
-            .map_err(|source| WarehouseError::Delta {
-                table: table.name().into(),
-                url: self.table_url(table.location()).to_string(),
-                source,
-            })?;
-        Ok(())
+        let mut attempt = 1;
+        loop {
+            // Through the loaded table when there is one: a plain append, not a create.
+            let handle = match self.load_named(table.location()).await? {
+                Some(t) => t,
+                None => self.handle(table.location())?,
+            };
+            let result = handle
+                .write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Append)
+                .with_table_name(table.name())
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < ATTEMPTS && crate::error::is_commit_conflict(&e) => {
+                    tracing::info!(
+                        table = table.name(),
+                        attempt,
+                        "concurrent commit; appending again"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        20 * u64::from(attempt) + u64::from(rand_jitter()),
+                    ))
+                    .await;
+                    attempt += 1;
+                }
+                Err(source) if crate::error::is_commit_conflict(&source) => {
+                    return Err(WarehouseError::Conflict {
+                        table: format!("system.{}", table.name()),
+                    });
+                }
+                Err(source) => {
+                    return Err(WarehouseError::Delta {
+                        table: table.name().into(),
+                        url: self.table_url(table.location()).to_string(),
+                        source,
+                    });
+                }
+            }
+        }
     }
+}
+
+/// A few milliseconds that differ between processes, so that racing appends spread out.
+fn rand_jitter() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (nanos ^ std::process::id()) % 30
 }
 
 fn utc(values: Vec<i64>) -> ArrayRef {

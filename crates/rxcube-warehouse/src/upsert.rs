@@ -59,6 +59,27 @@ pub struct UpsertRequest {
     /// Recorded in the commit's `commitInfo` (e.g. the import run id), for tracing a version
     /// back to what produced it.
     pub commit_metadata: Vec<(String, Value)>,
+    /// Awaited after the records are matched to the table and before the commit (a test hook:
+    /// it lines up concurrent imports, or stops one at that moment).
+    pub before_commit: Option<Hook>,
+}
+
+/// An async callback of a test hook.
+#[derive(Clone)]
+pub struct Hook(pub Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
+impl Hook {
+    async fn call(hook: &Option<Hook>) {
+        if let Some(h) = hook {
+            (h.0)().await;
+        }
+    }
 }
 
 /// What an upsert did.
@@ -83,6 +104,11 @@ impl Warehouse {
     ///
     /// Runs in `ctx`, whose memory pool and disk manager bound what it holds: a source far
     /// larger than memory streams through.
+    ///
+    /// The records are matched against one version of the table, and the commit must be the
+    /// next version: if another writer committed in between, nothing is committed and the
+    /// result is [`WarehouseError::Conflict`] (Delta would let two appends of the same new keys
+    /// both commit, leaving the key twice); the caller may match and commit again.
     pub async fn upsert(&self, ctx: &SessionContext, req: UpsertRequest) -> Result<UpsertOutcome> {
         let def = req.def;
         let _span = info_span!("upsert", table = def.name).entered();
@@ -94,12 +120,16 @@ impl Warehouse {
             return Ok(UpsertOutcome::default());
         }
         let source = with_partition_column(def, req.source).map_err(query_err)?;
-        let commit = CommitProperties::default().with_metadata(req.commit_metadata);
+        // No rebase onto a newer version: the records were matched against this one.
+        let commit = CommitProperties::default()
+            .with_metadata(req.commit_metadata)
+            .with_max_retries(0);
 
         let Some(table) = self.load(def).await? else {
             // First import: everything is new; the write creates the table.
             let table = self.handle(def.name)?;
             let state = ctx.state();
+            Hook::call(&req.before_commit).await;
             let (table, rows) = self
                 .append(def, table, &state, source, commit, true)
                 .await?;
@@ -139,6 +169,7 @@ impl Warehouse {
             )
             .await
             .map_err(query_err)?;
+        Hook::call(&req.before_commit).await;
         let table = if classified.replaced == 0 {
             self.append(def, table, &ctx.state(), changed, commit, false)
                 .await?
@@ -162,11 +193,7 @@ impl Warehouse {
         commit: CommitProperties,
         create: bool,
     ) -> Result<(DeltaTable, u64)> {
-        let delta_err = |source| WarehouseError::Delta {
-            table: def.name.to_string(),
-            url: self.table_url(def.name).to_string(),
-            source,
-        };
+        let delta_err = |source| self.commit_err(def.name, source);
         let sorted = sort_for_layout(def, source).map_err(|source| WarehouseError::Query {
             table: def.name.to_string(),
             source,
@@ -197,11 +224,7 @@ impl Warehouse {
         source: DataFrame,
         commit: CommitProperties,
     ) -> Result<DeltaTable> {
-        let delta_err = |source| WarehouseError::Delta {
-            table: def.name.to_string(),
-            url: self.table_url(def.name).to_string(),
-            source,
-        };
+        let delta_err = |source| self.commit_err(def.name, source);
         let on = def
             .key
             .iter()
@@ -231,6 +254,27 @@ impl Warehouse {
             .await
             .map_err(delta_err)?;
         Ok(table)
+    }
+}
+
+impl Warehouse {
+    /// A Delta error of a commit to `table`: a conflict with another writer, or other.
+    pub(crate) fn commit_err(
+        &self,
+        table: &str,
+        source: deltalake::DeltaTableError,
+    ) -> WarehouseError {
+        if crate::error::is_commit_conflict(&source) {
+            WarehouseError::Conflict {
+                table: table.to_string(),
+            }
+        } else {
+            WarehouseError::Delta {
+                table: table.to_string(),
+                url: self.table_url(table).to_string(),
+                source,
+            }
+        }
     }
 }
 
