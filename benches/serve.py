@@ -226,7 +226,7 @@ def main():
     print(f"warehouse {wh}: {len(pharmacies)} pharmacies, {fills:,} fills, {len(periods)} months; "
           f"{len(users)} pharmacy users", flush=True)
 
-    cmd = [rxcube, "serve", "--warehouse", wh, "--flight", "127.0.0.1:0"]
+    cmd = [rxcube, "serve", "--warehouse", wh, "--flight", "127.0.0.1:0", "--no-http"]
     if args.taskset:
         cmd = ["taskset", "-c", args.taskset] + cmd
     server = Server(cmd)

@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -79,10 +80,14 @@ class Server:
 
     def __init__(self, warehouse, *extra, timeout=60.0):
         self.warehouse = warehouse
-        self.stderr_path = f"{warehouse}.serve-{uuid.uuid4().hex[:8]}.stderr"
+        # Beside a local warehouse; in the temporary folder for one on an object store.
+        base = warehouse if "://" not in warehouse else os.path.join(tempfile.gettempdir(), "rxcube-serve")
+        self.stderr_path = f"{base}.serve-{uuid.uuid4().hex[:8]}.stderr"
         self._stderr = open(self.stderr_path, "w+")
         self.proc = subprocess.Popen(
-            [rxcube_bin(), "serve", "--warehouse", warehouse, "--flight", "127.0.0.1:0", *extra],
+            [rxcube_bin(), "serve", "--warehouse", warehouse, "--flight", "127.0.0.1:0",
+             # The web pages on a free port too (not the default 8080), unless told otherwise.
+             *([] if {"--http", "--no-http"} & set(extra) else ["--http", "127.0.0.1:0"]), *extra],
             stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL, text=True)
         self.stdout_lines = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -731,6 +736,7 @@ CUBE_RELATIONS = [
     ("cube.weekly_trend", None, "week"),
     ("cube.attainment WHERE grain = 'month'", "pharmacy", None),
     ("cube.budget", "pharmacy", "pay_period"),
+    ("cube.alerts", None, None),
     ("cube.pharmacy_month", "pharmacy", "month"),
     ("cube.pharmacy_week", "pharmacy", "week"),
     ("cube.local_area_month", "local_area", "month"),

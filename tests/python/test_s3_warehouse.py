@@ -159,3 +159,57 @@ def test_an_unreachable_s3_endpoint_is_a_clear_error(tmp_path):
     out = run(env, "import", "-w", "s3://nowhere/wh", "pharmacies", os.path.join(DEMO, "pharmacies.parquet"))
     assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
     assert "s3://nowhere/wh" in out.stderr, out.stderr
+
+
+def test_a_store_that_fails_a_read_is_unavailable_to_flight_sql_clients(s3_env, monkeypatch):
+    """The store fails to serve a table's files while the server runs: the query gets
+    UNAVAILABLE (worth retrying), not INVALID_ARGUMENT or INTERNAL; a bad statement is still
+    INVALID_ARGUMENT, and the server goes on."""
+    from test_flight_sql import PASSWORD, Server, flight_login, statement
+    import pyarrow as pa
+    import pyarrow.flight as flight
+
+    env, s3, bucket = s3_env
+    for key in ("AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.setenv("AWS_MAX_RETRIES", "0")
+    remote = f"s3://{bucket}/outage"
+    for table in ("pharmacies", "rx_fills"):
+        out = run(dict(os.environ), "import", "-w", remote, table, os.path.join(DEMO, f"{table}.parquet"))
+        assert out.returncode == 0, out.stderr + out.stdout
+    p = subprocess.run([rxcube_bin(), "users", "add", "ana", "--scope", "division:ALL", "--group", "analysts",
+                        "--password-stdin", "--warehouse", remote], input=PASSWORD + "\n", capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr
+    expected = run(dict(os.environ), "sql", "-w", remote, "--format", "csv",
+                   "SELECT sum(fill_no) AS n FROM rx_fills WHERE channel = 'crp'")
+    assert expected.returncode == 0, expected.stderr
+    server = Server(remote, "--no-http")
+    try:
+        client, options = flight_login(server, "ana", PASSWORD)
+
+        def answer(sql):
+            info = client.get_flight_info(statement(sql), options)
+            return client.do_get(info.endpoints[0].ticket, options).read_all()
+
+        n = answer("SELECT sum(fill_no) AS n FROM rx_fills WHERE channel = 'crp'").column(0)[0].as_py()
+        assert expected.stdout == f"n\n{n}\n", (expected.stdout, n)
+        # The store loses the table's data files (the log still names them).
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix="outage/rx_fills/")["Contents"]
+        data = [o["Key"] for o in listed if o["Key"].endswith(".parquet")]
+        assert data, listed
+        for key in data:
+            s3.delete_object(Bucket=bucket, Key=key)
+        with pytest.raises(flight.FlightUnavailableError) as err:
+            answer("SELECT sum(fill_no) AS n FROM rx_fills WHERE channel = 'local'")
+        assert "the warehouse could not be read; try again" in str(err.value), err.value
+        # ana is no administrator: the store's message names the files it failed on, but not
+        # the bucket or the warehouse's prefix in it (the audit log keeps the whole message).
+        assert "<warehouse>/rx_fills/" in str(err.value), err.value
+        assert bucket not in str(err.value) and "outage/" not in str(err.value), err.value
+        with pytest.raises(pa.ArrowInvalid) as err:  # INVALID_ARGUMENT
+            answer("SELECT nope FROM rx_fills")
+        assert "nope" in str(err.value), err.value
+        assert server.proc.poll() is None, server.stderr()
+    finally:
+        server.stop()

@@ -75,6 +75,8 @@ pub async fn change_directory<T>(
 pub struct Snapshot {
     pub home: SessionContext,
     pub org: OrgIndex,
+    /// The rollups the home session reads, fresh or stale (`system.rollups`).
+    pub rollups: std::sync::Arc<rxcube_cube::rollup::Rollups>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -88,9 +90,9 @@ impl Snapshot {
         let def = rxcube_cube::definition_for(warehouse)
             .map_err(|e| AccessError::Invalid(e.to_string()))?;
         let default_timezone = def.time.default_timezone.clone();
-        let home = rxcube_cube::session(warehouse, def).await?;
+        let (home, rollups) = rxcube_cube::session_with_rollups(warehouse, def).await?;
         let org = OrgIndex::load(&home, &default_timezone).await?;
-        Ok(Self { home, org })
+        Ok(Self { home, org, rollups })
     }
 
     /// The session of `principal`: its scope's relations only, scoped and masked.

@@ -26,7 +26,7 @@ use datafusion::catalog::{
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, cast, lit, when};
 use datafusion::physical_plan::ExecutionPlan;
@@ -249,9 +249,7 @@ pub async fn user_session(
     let planning = with_cache_partition(&planning, &partition)?;
     let state = with_cache_partition(home, &partition)?.state();
     let catalog_name = state.config().options().catalog.default_catalog.clone();
-    let home_catalog = home
-        .catalog(&catalog_name)
-        .ok_or_else(|| DataFusionError::Plan(format!("catalog {catalog_name} is missing")))?;
+    let home_catalog = rxcube_cube::default_catalog(home)?;
     let catalog = Arc::new(MemoryCatalogProvider::new());
     for schema_name in home_catalog.schema_names() {
         if schema_name == "information_schema" {

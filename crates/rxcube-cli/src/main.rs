@@ -2,6 +2,7 @@
 //! calls the libraries (`rxcube-gen`, `rxcube-ingest`, `rxcube-warehouse`) and prints.
 
 mod demo;
+mod follow_cmd;
 mod generate_cmd;
 mod import_cmd;
 mod output;
@@ -14,6 +15,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc returns freed memory to the system promptly; with glibc's allocator the pages
+/// that DataFusion's batches and spills freed stayed resident, so an import's resident memory
+/// stood far above its budget.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use rxcube_warehouse::Warehouse;
 
 /// rxcube: pharmacy performance analytics on Apache DataFusion.

@@ -27,8 +27,11 @@ macro_rules! say {
 Rollups are declared in the cube definition ([[rollup]] in cube.toml: name, grain, measures) and \
 stored as Delta tables under <warehouse>/_rxcube/rollups/. Each holds mergeable partial states \
 (component sums, exact histograms for medians) per pharmacy, org version and period, and records \
-the table versions it was computed from. Queries on the cube use the coarsest fresh rollup that \
-answers them exactly; a stale one is never used (EXPLAIN says why).
+the table versions it was computed from. Queries on the cube use the coarsest rollup that \
+answers them exactly. A stale one answers caught up: its stored rows outside the periods and \
+pharmacies that imports since its watermark touched, the raw tables' rows inside them (EXPLAIN \
+says which); a refresh writes those rows, so the catching up stays small. `rxcube serve` \
+refreshes by itself.
 
 Every write is one atomic Delta commit: readers see the old rollup or the new one, and a job \
 killed at any moment leaves the old one; run it again to finish.
@@ -153,10 +156,15 @@ async fn status(target: Target) -> anyhow::Result<ExitCode> {
             }
             None => 0,
         };
-        let state = if s.is_fresh() {
-            "fresh".to_string()
-        } else {
-            format!("stale: {}", s.stale.join("; "))
+        let state = match (s.is_fresh(), s.behind_since) {
+            (true, _) => "fresh".to_string(),
+            (false, Some(since)) => format!(
+                "stale for {} (since {}): {}",
+                lag(chrono::Utc::now() - since),
+                since.format("%Y-%m-%dT%H:%M:%SZ"),
+                s.stale.join("; ")
+            ),
+            (false, None) => format!("stale: {}", s.stale.join("; ")),
         };
         say!(
             "{:<10} grain {:<10} {:>9} rows  {state}",
@@ -174,4 +182,28 @@ async fn status(target: Target) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A lag in words: `42 s`, `3 min 12 s`, `5 h 4 min`, `2 d 3 h`.
+fn lag(d: chrono::TimeDelta) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lags_are_written_in_two_units_at_most() {
+        let lag = |s| super::lag(chrono::TimeDelta::seconds(s));
+        assert_eq!(lag(-3), "0 s");
+        assert_eq!(lag(59), "59 s");
+        assert_eq!(lag(192), "3 min 12 s");
+        assert_eq!(lag(5 * 3600 + 4 * 60 + 9), "5 h 4 min");
+        assert_eq!(lag(2 * 86400 + 3 * 3600 + 1), "2 d 3 h");
+    }
 }

@@ -1,7 +1,9 @@
-//! `rxcube serve`: the Arrow Flight SQL server.
+//! `rxcube serve`: the Arrow Flight SQL server and the web pages (`rxcube_web`).
 
 use std::process::ExitCode;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use crate::WarehouseArg;
 
@@ -14,6 +16,11 @@ flightsql-dbapi / SQLAlchemy, the Flight SQL JDBC driver). Clients sign in with 
 Utf8View). It picks up new imports, rollups and user changes every --reload seconds, writes the \
 audit log (system.audit_log) every second, and stops gracefully on Ctrl-C or SIGTERM.
 
+Rollups: when an import or a reference change makes a rollup stale, the server refreshes the \
+rollups itself in the background, as `rxcube rollup refresh` does, once --refresh-debounce \
+seconds pass with no newer import (--no-auto-refresh: never); queries in flight finish on the \
+snapshot they started on. system.rollups and `rxcube rollup status` show how far behind each is.
+
 Limits: every statement is measured before it is planned (--max-statement-tokens, \
 --max-expression-depth), runs under a timeout (--statement-timeout) with a memory pool of its \
 own (--query-memory-limit) drawn from the server's (--memory-limit), spilling to at most \
@@ -24,6 +31,11 @@ again ends the oldest) and --max-running-per-user statements at once. Sign-ins a
 after --max-failed-logins failures for a name (--max-failed-logins-per-address from an address) \
 every attempt waits, even with the right password, 1 s and doubling with each further failure \
 (at most 5 min). Sizes are written like 512MiB, 4GiB, 2G.
+
+Web pages: score cards and the reports behind them at http://127.0.0.1:8080/ (--http; \
+--no-http for none), for the same users and scopes: sign in at /login, then \
+/card/<level>/<node>?period=YYYY-MM-DD (e.g. /card/pharmacy/423, /card/region/West). With \
+--tls-cert/--tls-key they are served over HTTPS too.
 
 With no flags it serves the demo warehouse on 127.0.0.1:50051 (demo users: admin, dana, rita, \
 sam, lena, pat; password demo).
@@ -39,6 +51,13 @@ pub struct ServeArgs {
     /// Address to listen on (port 0: any free port; the line on stdout says which).
     #[arg(long, default_value = "127.0.0.1:50051")]
     flight: std::net::SocketAddr,
+    /// Address of the web pages (score cards, reports; port 0: any free port; the second line
+    /// on stdout says which). HTTPS with the Flight port's --tls-cert and --tls-key.
+    #[arg(long, default_value = "127.0.0.1:8080", conflicts_with = "no_http")]
+    http: std::net::SocketAddr,
+    /// Serve no web pages (Flight SQL only).
+    #[arg(long)]
+    no_http: bool,
     /// PEM certificate (chain) for TLS; needs --tls-key.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
@@ -51,6 +70,19 @@ pub struct ServeArgs {
     /// Seconds between reloads of the warehouse (new data, rollups, users).
     #[arg(long, default_value_t = 10)]
     reload: u64,
+    /// Seconds without a newer import before the server refreshes stale rollups itself (in
+    /// the background, one job at a time; at most 12 times this while imports keep landing).
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 5,
+        conflicts_with = "no_auto_refresh"
+    )]
+    refresh_debounce: u64,
+    /// Never refresh rollups (run `rxcube rollup refresh` yourself; stale rollups are passed
+    /// over and queries read the raw tables).
+    #[arg(long)]
+    no_auto_refresh: bool,
     /// Memory all running queries may hold together [default: half of the machine's memory].
     #[arg(long, value_parser = size, value_name = "SIZE")]
     memory_limit: Option<u64>,
@@ -189,9 +221,55 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls: args.tls_cert.zip(args.tls_key),
         token_ttl: Duration::from_secs(args.token_ttl.max(1)),
         reload: Duration::from_secs(args.reload.max(1)),
+        auto_refresh: (!args.no_auto_refresh).then(|| Duration::from_secs(args.refresh_debounce)),
         audit_flush: Duration::from_secs(1),
         limits,
     };
-    rxcube_server::serve(warehouse, options, shutdown_signal()).await?;
+    if args.no_http {
+        rxcube_server::serve(warehouse, options, shutdown_signal()).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // One service for both front ends: the same snapshot, directory, throttle and audit log.
+    let service = rxcube_server::open(warehouse, &options).await?;
+    let tls = match &options.tls {
+        Some((cert, key)) => Some(rxcube_web::tls_config(cert, key)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("cannot listen on {} (--http)", args.http))?;
+    let local = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let web = rxcube_web::Web::new(service.clone(), options.token_ttl, tls.is_some());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let pages = tokio::spawn(rxcube_web::serve(
+        web,
+        listener,
+        tls,
+        until(stopped.clone()),
+    ));
+    let audit = service.audit();
+    let flight = rxcube_server::serve_service(service, options, until(stopped), || {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {scheme}://{local}")?;
+        out.flush()
+    })
+    .await;
+    if flight.is_err() {
+        pages.abort();
+    }
+    let pages = pages.await;
+    // What the pages audited after the Flight side's last flush.
+    audit.flush().await.context("cannot write the audit log")?;
+    flight?;
+    pages??;
     Ok(ExitCode::SUCCESS)
 }

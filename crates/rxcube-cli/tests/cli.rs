@@ -39,7 +39,7 @@ fn help_lists_the_commands_and_explains_the_import_rules() {
     }
     let help = text(&rxcube(&["import", "--help"]).stdout);
     assert!(
-        help.contains("Exit status: 0 accepted, 1 rejected"),
+        help.contains("Exit status: 0 accepted (--follow: stopped by a signal), 1 rejected"),
         "{help}"
     );
     assert!(help.contains("--start-at"), "{help}");
@@ -332,7 +332,7 @@ fn sql_prints_tables_csv_and_json_and_reports_errors() {
     ]);
     assert_eq!(
         text(&out.stdout),
-        "table_name\naudit_log\nimport_errors\nimport_log\n"
+        "table_name\naudit_log\nimport_errors\nimport_log\nrollups\n"
     );
 }
 
@@ -451,6 +451,7 @@ fn two_concurrent_imports_into_one_table_both_land_each_key_once() {
         for f in std::fs::read_dir(&hook).expect("read dir") {
             std::fs::remove_file(f.expect("entry").path()).expect("rm");
         }
+        release(&hook, "after-commit");
         release(&hook, "before-log");
         let (mut pa, mut pb) = (spawn(&a), spawn(&b));
         // Both have matched their records to the same version; then both commit at once.
@@ -517,6 +518,7 @@ fn an_import_that_keeps_losing_the_race_to_commit_fails_plainly_and_is_logged() 
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    release(&hook, "after-commit");
     // Each time it has matched its records, another import commits first.
     for attempt in 1..=3 {
         let moment = format!("before-commit-{attempt}");
@@ -598,5 +600,219 @@ fn concurrent_runs_append_to_a_new_import_log_without_a_conflict() {
             "SELECT count(DISTINCT run_id) AS runs FROM system.import_errors"
         ),
         "runs\n3\n"
+    );
+}
+
+/// A metric the warehouse's own `cube.toml` adds takes targets, and `cube.attainment` judges
+/// them; without that definition the import rejects the target, naming the metrics that take
+/// them.
+#[test]
+fn targets_may_name_a_metric_the_warehouses_cube_definition_adds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = dir.path().join("w").display().to_string();
+    let cube = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rxcube-cube");
+    for table in ["pharmacies", "peer_groups", "rx_fills"] {
+        let file = cube.join(format!("tests/fixtures/tiny/{table}.csv"));
+        let out = rxcube(&["import", "-w", &w, table, &file.display().to_string()]);
+        assert!(out.status.success(), "{table}: {}", text(&out.stdout));
+    }
+    let targets = write(
+        dir.path(),
+        "targets.csv",
+        "peer_group,metric,tier,effective_from,value,bonus_amount\n\
+         small,repeat_fill_pct,1,2024-01-01,30,50.00\n",
+    );
+    let out = rxcube(&["import", "-w", &w, "targets", &targets]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        said.contains("'repeat_fill_pct'")
+            && said.contains("not a metric that takes targets: labor_cost_per_rx, csat_pct"),
+        "{said}"
+    );
+    // The warehouse's definition: the built-in one and a new ratio.
+    let definition = format!(
+        "{}\n{}",
+        std::fs::read_to_string(cube.join("cube.toml")).expect("cube.toml"),
+        std::fs::read_to_string(cube.join("tests/fixtures/repeat_fill.toml")).expect("extra")
+    );
+    std::fs::create_dir_all(dir.path().join("w/_rxcube")).expect("mkdir");
+    write(&dir.path().join("w/_rxcube"), "cube.toml", &definition);
+    let out = rxcube(&["import", "-w", &w, "targets", &targets]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    // Pharmacy 1 (`small` on the period's last day) has 2 refills and 4 new fills in the pay
+    // period of 2024-03-03 (the tiny chain's README): 2 / 6 = 33.33, at or above 30, so tier 1's
+    // 50.00 is earned. Pharmacies 2 and 3 are `large`, which has no target on it.
+    assert_eq!(
+        csv_query(
+            &w,
+            "SELECT node, CAST(round(value, 2) AS VARCHAR) AS value, tier, \
+             CAST(target AS VARCHAR) AS target, attained, CAST(bonus_earned AS VARCHAR) AS bonus \
+             FROM cube.attainment WHERE grain = 'pay_period' AND metric = 'repeat_fill_pct'"
+        ),
+        "node,value,tier,target,attained,bonus\n1,33.33,1,30.0,true,50.0\n"
+    );
+}
+
+/// Waits (at most a minute) until `path` exists, failing with `child`'s output if it does not.
+fn await_file(path: &Path, child: &mut std::process::Child) {
+    let t0 = std::time::Instant::now();
+    while !path.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "rxcube import --follow exited ({status}) before {}",
+                path.display()
+            );
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Stops a following import with SIGTERM; returns its output (it must exit 0).
+fn stop_following(child: std::process::Child) -> String {
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn follow_imports_each_file_as_it_arrives_and_moves_it_aside() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = dir.path().join("w").display().to_string();
+    let landing = dir.path().join("landing");
+    std::fs::create_dir(&landing).expect("mkdir");
+    let follow = || {
+        Command::new(env!("CARGO_BIN_EXE_rxcube"))
+            .args(["import", "-w", &w, "--follow"])
+            .arg(&landing)
+            .args(["--poll", "0.2", "--compact-every", "2"])
+            .env_remove("RXCUBE_WAREHOUSE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let mut child = follow();
+    // The reference table first, then fills written under a temporary name and renamed into
+    // place, as a writer that never exposes a half-written file does.
+    for t in ["pharmacies", "rx_fills"] {
+        std::fs::create_dir(landing.join(t)).expect("mkdir");
+    }
+    write(&landing.join("pharmacies"), "stores.csv", PHARMACIES);
+    await_file(&landing.join("_imported/pharmacies/stores.csv"), &mut child);
+    let tmp = fills_csv(&landing.join("rx_fills"), ".day-1.csv.tmp", 1..5, "local");
+    std::fs::rename(&tmp, landing.join("rx_fills/day-1.csv")).expect("rename");
+    write(
+        &landing.join("rx_fills"),
+        "day-2.csv",
+        "rx_id,fill_no,pharmacy_id,channel,received_at,filled_at\n\
+         9,0,00017,drone,2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n",
+    );
+    await_file(&landing.join("_imported/rx_fills/day-1.csv"), &mut child);
+    await_file(
+        &landing.join("_rejected/rx_fills/day-2.csv.errors.txt"),
+        &mut child,
+    );
+    // A second good file: two small files in the month's partition, compacted into one.
+    fills_csv(&landing.join("rx_fills"), "day-3.csv", 5..9, "crp");
+    await_file(&landing.join("_imported/rx_fills/day-3.csv"), &mut child);
+    // Committed, each file once; the rejected one posted nothing and says why.
+    assert_eq!(
+        csv_query(
+            &w,
+            "SELECT channel, count(*) AS n FROM rx_fills GROUP BY channel ORDER BY channel"
+        ),
+        "channel,n\ncrp,4\nlocal,4\n"
+    );
+    let log = csv_query(
+        &w,
+        "SELECT table_name, status, count(*) AS n FROM system.import_log GROUP BY 1, 2 ORDER BY 1, 2",
+    );
+    assert_eq!(
+        log,
+        "table_name,status,n\npharmacies,accepted,1\nrx_fills,accepted,2\nrx_fills,rejected,1\n"
+    );
+    let why = std::fs::read_to_string(landing.join("_rejected/rx_fills/day-2.csv.errors.txt"))
+        .expect("report");
+    assert!(why.contains("rejected, nothing posted"), "{why}");
+    assert!(
+        why.contains("record 1") && why.contains("channel") && why.contains("drone"),
+        "{why}"
+    );
+    assert!(landing.join("_rejected/rx_fills/day-2.csv").exists());
+    let out = stop_following(child);
+    assert!(out.contains("stores.csv: pharmacies: accepted"), "{out}");
+    assert!(
+        out.contains("day-1.csv: rx_fills: accepted: read 4, inserted 4"),
+        "{out}"
+    );
+    assert!(out.contains("day-2.csv: rx_fills: rejected"), "{out}");
+    assert!(
+        out.contains("rx_fills: compacted 2 files into 1 (table version"),
+        "{out}"
+    );
+
+    // A file committed but not moved when the process died comes back: importing it again
+    // changes nothing.
+    let mut child = follow();
+    std::fs::copy(
+        landing.join("_imported/rx_fills/day-1.csv"),
+        landing.join("rx_fills/day-1.csv"),
+    )
+    .expect("copy");
+    await_file(&landing.join("_imported/rx_fills/day-1.csv.1"), &mut child);
+    let out = stop_following(child);
+    assert!(
+        out.contains("day-1.csv: rx_fills: accepted: read 4, inserted 0, replaced 0, unchanged 4"),
+        "{out}"
+    );
+    assert_eq!(
+        csv_query(&w, "SELECT count(*) AS n FROM rx_fills"),
+        "n\n8\n"
+    );
+}
+
+#[test]
+fn follow_refuses_what_is_not_a_landing_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = dir.path().join("w").display().to_string();
+    let file = write(dir.path(), "f.csv", PHARMACIES);
+    let out = rxcube(&["import", "-w", &w, "--follow", &file]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = rxcube(&[
+        "import",
+        "-w",
+        &w,
+        "rx_fills",
+        &file,
+        "--follow",
+        dir.path().to_str().unwrap_or("."),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--follow"),
+        "{}",
+        text(&out.stderr)
     );
 }

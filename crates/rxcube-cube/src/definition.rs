@@ -47,6 +47,31 @@ pub struct CubeDef {
     /// employee data do not get ([`SmallCells`]).
     #[serde(rename = "small_cells", default)]
     pub small_cells: Vec<SmallCells>,
+    /// What `cube.alerts` flags ([`AlertsDef`]).
+    #[serde(default)]
+    pub alerts: AlertsDef,
+}
+
+/// `cube.alerts`: a pharmacy's metric in the current pay period is flagged when it is worse than
+/// its peer group's threshold tier, or worse than its peer average by more than
+/// `peer_margin_pct` percent of that average.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsDef {
+    #[serde(default = "default_peer_margin")]
+    pub peer_margin_pct: f64,
+}
+
+impl Default for AlertsDef {
+    fn default() -> Self {
+        Self {
+            peer_margin_pct: default_peer_margin(),
+        }
+    }
+}
+
+fn default_peer_margin() -> f64 {
+    10.0
 }
 
 /// A small-cell rule: in a cell (org node, grain, period) whose facts of `source` come from
@@ -341,6 +366,13 @@ impl CubeDef {
                 }
             }
         }
+        let margin = def.alerts.peer_margin_pct;
+        if !(margin.is_finite() && margin >= 0.0) {
+            return Err(fail(format!(
+                "alerts: peer_margin_pct must be a percentage of at least 0, not {margin}"
+            )));
+        }
+        check_expressions(&def).map_err(&fail)?;
         Ok(def)
     }
 
@@ -394,6 +426,12 @@ impl CubeDef {
 
     pub fn component(&self, name: &str) -> Option<&Component> {
         self.components.iter().find(|c| c.name == name)
+    }
+
+    /// The metrics a target may be set on: every `[[metric]]` (ratios and medians), in
+    /// definition order. The import checks `targets.metric` against it.
+    pub fn target_metrics(&self) -> Vec<String> {
+        self.metrics.iter().map(|m| m.name.clone()).collect()
     }
 
     /// Every metric name, components included, in definition order (metrics first).
@@ -470,6 +508,96 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Plans every SQL expression of `def` against what it ranges over, so a typo, an unknown
+/// column or a filter that is not a condition fails when the definition loads, naming the entry
+/// and the field: a component's or a median's `value` and `filter` over its source's columns
+/// ([`crate::sql::source_schema`]), a ratio's `numerator` and `denominator` over the components.
+fn check_expressions(def: &CubeDef) -> Result<(), String> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::DFSchema;
+    use datafusion::logical_expr::ExprSchemable;
+    let ctx = datafusion::prelude::SessionContext::new();
+    crate::udf::register(&ctx);
+    let check = |entry: String, field: &str, sql: &str, schema: &DFSchema, condition: bool| {
+        let at = || format!("{entry}, {field} = \"{sql}\"");
+        let expr = ctx
+            .parse_sql_expr(sql, schema)
+            .map_err(|e| format!("{}: {}", at(), e.strip_backtrace()))?;
+        let ty = expr
+            .get_type(schema)
+            .map_err(|e| format!("{}: {}", at(), e.strip_backtrace()))?;
+        let fits = if condition {
+            ty == DataType::Boolean || ty == DataType::Null
+        } else {
+            ty.is_numeric() || ty == DataType::Boolean || ty == DataType::Null
+        };
+        if fits {
+            Ok(())
+        } else if condition {
+            Err(format!(
+                "{}: a filter is a condition (true or false), not {ty}",
+                at()
+            ))
+        } else {
+            Err(format!("{}: a value is a number, not {ty}", at()))
+        }
+    };
+    let source = |name: &str| -> Result<DFSchema, String> {
+        let schema = crate::sql::source_schema(name).ok_or_else(|| {
+            format!(
+                "unknown source '{name}'; the sources are {}",
+                SOURCES.join(", ")
+            )
+        })?;
+        DFSchema::try_from(schema).map_err(|e| e.to_string())
+    };
+    for c in &def.components {
+        let schema = source(&c.source)?;
+        let entry = format!("component '{}' (source {})", c.name, c.source);
+        check(entry.clone(), "value", &c.value, &schema, false)?;
+        if let Some(f) = &c.filter {
+            check(entry, "filter", f, &schema, true)?;
+        }
+    }
+    let components = DFSchema::try_from(Schema::new(
+        def.components
+            .iter()
+            .map(|c| Field::new(&c.name, DataType::Float64, true))
+            .collect::<Vec<_>>(),
+    ))
+    .map_err(|e| e.to_string())?;
+    for m in &def.metrics {
+        match m.kind {
+            MetricKind::Ratio => {
+                for (field, expr) in [("numerator", &m.numerator), ("denominator", &m.denominator)]
+                {
+                    if let Some(expr) = expr {
+                        check(
+                            format!("ratio '{}'", m.name),
+                            field,
+                            expr,
+                            &components,
+                            false,
+                        )?;
+                    }
+                }
+            }
+            MetricKind::Median => {
+                let name = m.source.as_deref().unwrap_or_default();
+                let schema = source(name)?;
+                let entry = format!("median '{}' (source {name})", m.name);
+                if let Some(v) = &m.value {
+                    check(entry.clone(), "value", v, &schema, false)?;
+                }
+                if let Some(f) = &m.filter {
+                    check(entry, "filter", f, &schema, true)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The identifiers of a SQL expression over component names (numbers and operators skipped).
 pub fn identifiers(expr: &str) -> impl Iterator<Item = &str> {
     expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -479,6 +607,84 @@ pub fn identifiers(expr: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A typo in an expression fails at load, naming the file, the entry and the field.
+    #[test]
+    fn expressions_are_planned_when_the_definition_loads() {
+        let with = |extra: &str| {
+            CubeDef::parse(&format!("{BUILT_IN}\n{extra}"), "w/_rxcube/cube.toml")
+                .err()
+                .map(|e| e.to_string())
+        };
+        let component = |value: &str, filter: &str| {
+            format!(
+                "[[component]]\nname = \"slow_fills\"\nsource = \"fills\"\nvalue = \"{value}\"\n\
+                 filter = \"{filter}\"\ndoc = \"Fills over an hour\"\n"
+            )
+        };
+        assert_eq!(with(&component("1", "processing_minutes > 60")), None);
+        let unknown = with(&component("1", "procesing_minutes > 60")).expect("an error");
+        assert!(
+            unknown.starts_with(
+                "cube definition w/_rxcube/cube.toml: component 'slow_fills' (source fills), \
+                 filter = \"procesing_minutes > 60\": "
+            ) && unknown.contains("procesing_minutes")
+                && unknown.contains("processing_minutes"),
+            "{unknown}"
+        );
+        let syntax = with(&component("1", "channel = 'local' AND")).expect("an error");
+        assert!(
+            syntax.contains("component 'slow_fills' (source fills), filter = "),
+            "{syntax}"
+        );
+        let not_a_condition = with(&component("1", "fill_no")).expect("an error");
+        assert!(
+            not_a_condition.ends_with(
+                "filter = \"fill_no\": a filter is a condition (true or false), not Int32"
+            ),
+            "{not_a_condition}"
+        );
+        let not_a_number = with(&component("channel", "on_time")).expect("an error");
+        assert!(
+            not_a_number.ends_with("value = \"channel\": a value is a number, not Utf8"),
+            "{not_a_number}"
+        );
+        let ratio = with(
+            "[[metric]]\nname = \"odd_pct\"\nkind = \"ratio\"\nnumerator = \"refills +\"\n\
+             denominator = \"refills\"\nbetter = \"higher\"\ndoc = \"x\"\n",
+        )
+        .expect("an error");
+        assert!(
+            ratio.contains("ratio 'odd_pct', numerator = \"refills +\": "),
+            "{ratio}"
+        );
+        let median = with(
+            "[[metric]]\nname = \"median_wait\"\nkind = \"median\"\nsource = \"sales\"\n\
+             value = \"processing_minutes\"\nbetter = \"lower\"\ndoc = \"x\"\n",
+        )
+        .expect("an error");
+        assert!(
+            median
+                .contains("median 'median_wait' (source sales), value = \"processing_minutes\": "),
+            "{median}"
+        );
+    }
+
+    /// An import with no cube definition at hand checks targets against the contract's list:
+    /// it must be the built-in cube's.
+    #[test]
+    fn the_built_in_target_metrics_are_the_contracts() {
+        let mut contract: Vec<&str> = rxcube_model::domain::KEY_METRICS
+            .iter()
+            .chain(rxcube_model::domain::OTHER_TARGETABLE_METRICS)
+            .copied()
+            .collect();
+        contract.sort();
+        let def = CubeDef::built_in();
+        let mut built_in: Vec<String> = def.target_metrics();
+        built_in.sort();
+        assert_eq!(built_in, contract);
+    }
 
     #[test]
     fn the_built_in_definition_holds_the_five_key_metrics() {

@@ -19,6 +19,7 @@
 pub mod cache;
 pub mod definition;
 pub mod docs;
+pub mod error;
 pub mod hist;
 pub mod metrics;
 pub mod relation;
@@ -36,6 +37,7 @@ use datafusion::common::{DataFusionError, Result, extensions_options};
 use datafusion::prelude::SessionContext;
 
 pub use definition::{CubeDef, DefinitionError, LEVELS};
+pub use error::{CubeError, ErrorKind, kind_of};
 use relation::{CubeTable, Relation};
 use time::Grain;
 
@@ -83,9 +85,16 @@ impl ConfigExtension for CubeOptions {
 
 /// An empty session with rxcube's configuration and the cube's functions (no tables).
 pub fn base_session() -> SessionContext {
+    base_session_in(Arc::default())
+}
+
+/// [`base_session`] on `runtime` (its memory pool, spill directory and object stores).
+pub fn base_session_in(
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+) -> SessionContext {
     let config =
         rxcube_warehouse::catalog::session_config().with_option_extension(CubeOptions::default());
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     udf::register(&ctx);
     hist::register(&ctx);
     ctx
@@ -97,13 +106,45 @@ pub async fn session(
     warehouse: &rxcube_warehouse::Warehouse,
     def: CubeDef,
 ) -> Result<SessionContext> {
+    Ok(session_with_rollups(warehouse, def).await?.0)
+}
+
+/// [`session`], with the rollups it reads and judged fresh or stale (also readable as
+/// `system.rollups`).
+pub async fn session_with_rollups(
+    warehouse: &rxcube_warehouse::Warehouse,
+    def: CubeDef,
+) -> Result<(SessionContext, Arc<rollup::Rollups>)> {
     let ctx = base_session();
     let versions = rxcube_warehouse::catalog::register_tables(&ctx, warehouse)
         .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    let rollups = rollup::Rollups::load(&ctx, warehouse, &def, &versions).await?;
-    register(&ctx, Arc::new(def), Arc::new(rollups))?;
-    Ok(ctx)
+        .map_err(CubeError::from)?;
+    let rollups = Arc::new(rollup::Rollups::load(&ctx, warehouse, &def, &versions).await?);
+    let status = rollups.status_table(&ctx)?;
+    ctx.register_table(
+        datafusion::common::TableReference::partial(
+            rxcube_warehouse::catalog::SYSTEM_SCHEMA,
+            rollup::STATUS_TABLE,
+        ),
+        status,
+    )?;
+    register(&ctx, Arc::new(def), rollups.clone())?;
+    Ok((ctx, rollups))
+}
+
+/// The default catalog of `ctx`, where the landed tables, the rollups and the cube live.
+pub fn default_catalog(
+    ctx: &SessionContext,
+) -> Result<Arc<dyn datafusion::catalog::CatalogProvider>> {
+    let name = ctx
+        .state()
+        .config()
+        .options()
+        .catalog
+        .default_catalog
+        .clone();
+    ctx.catalog(&name)
+        .ok_or_else(|| DataFusionError::Plan(format!("catalog {name} is missing")))
 }
 
 /// Registers the cube's relations (`cube.metrics` and the analyst relations of [`views`]) in
@@ -114,16 +155,7 @@ pub fn register(
     def: Arc<CubeDef>,
     rollups: Arc<rollup::Rollups>,
 ) -> Result<()> {
-    let catalog_name = ctx
-        .state()
-        .config()
-        .options()
-        .catalog
-        .default_catalog
-        .clone();
-    let catalog = ctx
-        .catalog(&catalog_name)
-        .ok_or_else(|| DataFusionError::Plan(format!("catalog {catalog_name} is missing")))?;
+    let catalog = default_catalog(ctx)?;
     let schema = Arc::new(MemorySchemaProvider::new());
     for (name, table) in relations(def, rollups) {
         schema.register_table(name, table)?;
@@ -153,6 +185,7 @@ pub fn relations(
         ),
         table("rankings", views::View::rankings(&def)),
         table("attainment", views::View::attainment(&def)),
+        table("alerts", views::View::alerts(&def)),
     ];
     if has(&views::View::VOLUME_METRICS) {
         out.push(table("volume", views::View::volume()));

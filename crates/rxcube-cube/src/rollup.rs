@@ -10,9 +10,12 @@
 //! Each rollup is a Delta table under `_rxcube/rollups/<name>`. The commit that writes it
 //! records its *watermark*: the version of every table it was computed from and a fingerprint
 //! of its definition. A session registers the rollups as `rollups.<name>` and compares each
-//! watermark with the versions it reads: only a rollup computed from exactly those versions
-//! serves queries ([`Rollups::choose`]); a stale one is passed over (and `EXPLAIN` says why),
-//! so a rollup is never silently behind.
+//! watermark with the versions it reads. A rollup computed from exactly those versions serves
+//! queries as stored ([`Rollups::choose`]). A stale one serves *caught up*: the commits after
+//! its watermark bound the part of it they touched (as for a refresh, below), and
+//! `rollups.<name>` becomes its stored rows outside that part and the raw tables' rows inside
+//! it, in one plan ([`RollupState::catch_up`]); `EXPLAIN` says so. One whose change cannot be
+//! bounded is passed over (and `EXPLAIN` says why), so a rollup is never silently behind.
 //!
 //! [`run`] builds and refreshes them. A refresh reads the Delta log after the watermark: the
 //! files each import added or removed bound the stretch of time it touched, and only the
@@ -28,8 +31,14 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::array::{
+    ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
+use datafusion::catalog::TableProvider;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use rxcube_warehouse::Warehouse;
 use rxcube_warehouse::catalog::{Versions, register_delta, register_named};
@@ -113,11 +122,27 @@ pub struct RollupState {
     pub watermark: Option<Watermark>,
     /// Why it cannot serve this session's snapshot; empty when it is fresh.
     pub stale: Vec<String>,
+    /// When it fell behind: the commit time of the oldest table version it does not hold
+    /// (the first import after its watermark). `None` when it is fresh, never built, or built
+    /// for another definition.
+    pub behind_since: Option<DateTime<Utc>>,
+    /// A stale rollup that still answers queries: what of it this session recomputes from the
+    /// raw tables (the periods and pharmacies the commits since its watermark touched, in
+    /// words), `rollups.<name>` being its stored rows outside that part and the raw facts'
+    /// rows inside it. `None` when fresh, or when the change cannot be bounded.
+    pub catch_up: Option<String>,
 }
 
 impl RollupState {
+    /// Whether it was computed from exactly the versions this session reads.
     pub fn is_fresh(&self) -> bool {
         self.version.is_some() && self.stale.is_empty()
+    }
+
+    /// Whether it answers queries of this session: fresh, or stale and caught up with the raw
+    /// facts of what changed ([`Self::catch_up`]).
+    pub fn serves(&self) -> bool {
+        self.is_fresh() || (self.version.is_some() && self.catch_up.is_some())
     }
 
     /// `rollups.<name>`.
@@ -125,7 +150,8 @@ impl RollupState {
         format!("{ROLLUP_SCHEMA}.{}", self.def.name)
     }
 
-    /// One line: which rollup, its version and what it was computed from.
+    /// One line: which rollup, its version and what it was computed from, and what of it is
+    /// recomputed from the raw tables when it is caught up.
     pub fn describe(&self) -> String {
         let mut s = format!("rollup {}", self.def.name);
         if let (Some(v), Some(w)) = (self.version, &self.watermark) {
@@ -134,6 +160,13 @@ impl RollupState {
                 " (version {v}, built {} from {})",
                 w.built_at,
                 w.sources_text()
+            );
+        }
+        if let (false, Some(part)) = (self.is_fresh(), &self.catch_up) {
+            let _ = write!(
+                s,
+                " + raw tables for {part} (changed since: {})",
+                self.stale.join("; ")
             );
         }
         s
@@ -147,6 +180,86 @@ pub struct Rollups {
     /// The snapshot the session reads: every landed table's version and every rollup's
     /// (`table@version ...`), the key of its cached results ([`crate::cache`]).
     pub snapshot: String,
+}
+
+/// The name of the system relation listing the rollups and how far behind each is.
+pub const STATUS_TABLE: &str = "rollups";
+
+impl Rollups {
+    /// `system.rollups`: one row per declared rollup of this snapshot, with its version, when
+    /// it was built, whether it is fresh (and if not, why), since when it has been behind,
+    /// what of it queries recompute from the raw tables meanwhile (`caught_up`) and
+    /// `lag_seconds`, how long it has been behind at the time of the query (0 when fresh).
+    pub fn status_table(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>> {
+        let utc = || DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("rollup", DataType::Utf8, false),
+            Field::new("grain", DataType::Utf8, false),
+            Field::new("version", DataType::Int64, true),
+            Field::new("built_at", utc(), true),
+            Field::new("fresh", DataType::Boolean, false),
+            Field::new("stale", DataType::Utf8, true),
+            Field::new("behind_since", utc(), true),
+            Field::new("caught_up", DataType::Utf8, true),
+        ]));
+        let states = &self.states;
+        let built_at = |s: &RollupState| {
+            let w = s.watermark.as_ref()?;
+            DateTime::parse_from_rfc3339(&w.built_at)
+                .ok()
+                .map(|t| t.timestamp_millis())
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                states.iter().map(|s| s.def.name.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                states.iter().map(|s| s.def.grain.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter(states.iter().map(|s| s.version))),
+            Arc::new(
+                TimestampMillisecondArray::from_iter(states.iter().map(built_at))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(BooleanArray::from_iter(
+                states.iter().map(|s| Some(s.is_fresh())),
+            )),
+            Arc::new(StringArray::from_iter(
+                states
+                    .iter()
+                    .map(|s| (!s.stale.is_empty()).then(|| s.stale.join("; "))),
+            )),
+            Arc::new(
+                TimestampMillisecondArray::from_iter(
+                    states
+                        .iter()
+                        .map(|s| s.behind_since.map(|t| t.timestamp_millis())),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter(
+                states
+                    .iter()
+                    .map(|s| (!s.is_fresh()).then(|| s.catch_up.clone()).flatten()),
+            )),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        let table = MemTable::try_new(schema, vec![vec![batch]])?;
+        // The lag is measured when the relation is read, not when the snapshot was taken.
+        let view = ctx.read_table(Arc::new(table))?.select_exprs(&[
+            "rollup",
+            "grain",
+            "version",
+            "built_at",
+            "fresh",
+            "stale",
+            "behind_since",
+            "caught_up",
+            "CASE WHEN fresh THEN CAST(0 AS BIGINT) \
+             ELSE to_unixtime(now()) - to_unixtime(behind_since) END AS lag_seconds",
+        ])?;
+        Ok(view.into_view())
+    }
 }
 
 /// How a slice of `cube.metrics` is answered.
@@ -207,8 +320,8 @@ pub fn fingerprint(def: &CubeDef, rollup: &RollupDef) -> String {
             m.name, m.source, m.value, m.filter
         ));
     }
-    for (name, ..) in rollup_sets(def, rollup) {
-        h.update(format!("|set {name}"));
+    for set in rollup_sets(def, rollup) {
+        h.update(format!("|set {} keep {}", set.name, set.keep));
     }
     h.finalize()
         .iter()
@@ -237,6 +350,8 @@ impl Rollups {
                 version: None,
                 watermark: None,
                 stale: Vec::new(),
+                behind_since: None,
+                catch_up: None,
             };
             // One load: the version registered is the version whose watermark is read.
             let loc = location(&r.name);
@@ -255,6 +370,12 @@ impl Rollups {
                         .get(WATERMARK_KEY)
                         .and_then(|w| serde_json::from_value(w.clone()).ok());
                     state.stale = staleness(def, r, state.watermark.as_ref(), versions);
+                    if let Some(w) = &state.watermark
+                        && !state.stale.is_empty()
+                    {
+                        state.behind_since = behind_since(warehouse, def, r, w, versions).await?;
+                        state.catch_up = catch_up(ctx, warehouse, def, r, w, versions).await?;
+                    }
                 }
                 _ => state.stale.push("never built".to_string()),
             }
@@ -292,7 +413,7 @@ impl Rollups {
         let mut best: Option<&RollupState> = None;
         for s in &self.states {
             let name = &s.def.name;
-            if !s.is_fresh() {
+            if !s.serves() {
                 reasons.push(format!("{name}: {}", s.stale.join("; ")));
                 continue;
             }
@@ -308,7 +429,8 @@ impl Rollups {
                 reasons.push(format!("{name}: it does not keep {m}"));
                 continue;
             }
-            let key = |r: &RollupState| (r.def.grain, measure_count(def, &r.def));
+            // The coarsest grain, then a fresh one over one caught up, then fewer measures.
+            let key = |r: &RollupState| (r.def.grain, r.is_fresh(), measure_count(def, &r.def));
             if best.is_none_or(|b| key(s) > key(b)) {
                 best = Some(s);
             }
@@ -393,6 +515,83 @@ fn staleness(
     why
 }
 
+/// Makes the stale rollup `rollup` (watermark `w`) answer at `versions` in `ctx`: when the
+/// commits since its watermark touched a bounded part of it (the same part a refresh would
+/// recompute), `rollups.<name>` becomes its stored rows outside that part and, inside it, the
+/// rows the raw tables give now (what a refresh would write), in one plan. Returns the part in
+/// words; `None` (and `rollups.<name>` left as stored) when the definition changed or the
+/// change cannot be bounded.
+async fn catch_up(
+    ctx: &SessionContext,
+    warehouse: &Warehouse,
+    def: &CubeDef,
+    rollup: &RollupDef,
+    w: &Watermark,
+    versions: &Versions,
+) -> Result<Option<String>> {
+    if w.definition != fingerprint(def, rollup) {
+        return Ok(None);
+    }
+    let Some(part) = changed_part(ctx, warehouse, def, rollup, w, versions).await? else {
+        return Ok(None);
+    };
+    let Some(predicate) = part.predicate() else {
+        return Ok(None);
+    };
+    let table = format!("{ROLLUP_SCHEMA}.{}", rollup.name);
+    let stored = ctx.table(table.as_str()).await?;
+    let columns = stored
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| format!("\"{}\"", f.name().replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let content = rollup_content_sql(def, rollup, ContentFrom::Raw, &part);
+    let sql = format!(
+        "SELECT {columns} FROM {table} WHERE NOT ({predicate}) \
+         UNION ALL SELECT {columns} FROM ({content}) AS caught_up"
+    );
+    let plan = ctx.sql(&sql).await?.into_unoptimized_plan();
+    let reference =
+        datafusion::common::TableReference::partial(ROLLUP_SCHEMA, rollup.name.as_str());
+    ctx.deregister_table(reference.clone())?;
+    ctx.register_table(
+        reference,
+        Arc::new(datafusion::datasource::ViewTable::new(plan, Some(sql))),
+    )?;
+    Ok(Some(describe_part(&part)))
+}
+
+/// When the rollup `rollup` with watermark `w` fell behind `versions`: the earliest commit
+/// time of the first version after the watermark of each table it depends on. `None` when its
+/// definition changed (it is not behind, it is another rollup) or no such commit is on record.
+async fn behind_since(
+    warehouse: &Warehouse,
+    def: &CubeDef,
+    rollup: &RollupDef,
+    w: &Watermark,
+    versions: &Versions,
+) -> Result<Option<DateTime<Utc>>> {
+    if w.definition != fingerprint(def, rollup) {
+        return Ok(None);
+    }
+    let mut since: Option<DateTime<Utc>> = None;
+    for t in dependencies(def, rollup) {
+        let (built, now) = (w.sources.get(t), versions.get(t));
+        let Some(now) = now.filter(|n| Some(*n) != built) else {
+            continue;
+        };
+        // The first version the rollup lacks; a table rewritten to an older version (or
+        // emptied) fell behind at its current one.
+        let first = built.map_or(0, |b| b + 1).min(*now);
+        if let Some(t) = warehouse.commit_time(t, first).await.map_err(df_err)? {
+            since = Some(since.map_or(t, |s| s.min(t)));
+        }
+    }
+    Ok(since)
+}
+
 /// What a job does with each rollup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -423,10 +622,21 @@ pub async fn run(
     warehouse: &Warehouse,
     def: Arc<CubeDef>,
     mode: Mode,
-    progress: &mut dyn FnMut(&str, &str),
+    progress: &mut (dyn FnMut(&str, &str) + Send),
+) -> Result<Vec<Report>> {
+    run_in(crate::base_session(), warehouse, def, mode, progress).await
+}
+
+/// [`run`] in `ctx`, a [`crate::base_session`] whose runtime bounds the job's memory and
+/// spills (the server's refreshes draw from its memory pool).
+pub async fn run_in(
+    ctx: SessionContext,
+    warehouse: &Warehouse,
+    def: Arc<CubeDef>,
+    mode: Mode,
+    progress: &mut (dyn FnMut(&str, &str) + Send),
 ) -> Result<Vec<Report>> {
     let built_at = Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let ctx = crate::base_session();
     let versions = rxcube_warehouse::catalog::register_tables(&ctx, warehouse)
         .await
         .map_err(df_err)?;
@@ -669,6 +879,13 @@ fn instant(v: Option<&Value>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// Removes the `rx_history` schema [`changed_pharmacies`] registers old versions in.
+fn forget_history(ctx: &SessionContext) {
+    if let Ok(catalog) = crate::default_catalog(ctx) {
+        let _ = catalog.deregister_schema("rx_history", true);
+    }
+}
+
 /// The pharmacies whose rows of a reference table changed in a way the rollups depend on
 /// since version `built`: for `pharmacies` the zone and the org rows' dates (not the org
 /// attributes, joined at query time); for `peer_groups` the rows' dates and target minutes.
@@ -691,7 +908,10 @@ async fn changed_pharmacies(
            (SELECT {cols} FROM public.{table} EXCEPT SELECT {cols} FROM rx_history.{old}) \
            UNION ALL (SELECT {cols} FROM rx_history.{old} EXCEPT SELECT {cols} FROM public.{table}))"
     );
-    let batches = ctx.sql(&sql).await?.collect().await?;
+    let batches = ctx.sql(&sql).await;
+    // The old version was registered for this query only (the session may be a user's).
+    forget_history(ctx);
+    let batches = batches?.collect().await?;
     let mut ids = Vec::new();
     for b in batches {
         let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;

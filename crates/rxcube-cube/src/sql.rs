@@ -122,6 +122,67 @@ fn node_expr(level: &str) -> &'static str {
     }
 }
 
+/// The columns a component's or a median's `value` and `filter` may name, per fact source: the
+/// rows [`facts_sql`] yields (a test plans it and compares). `cube.toml` expressions are
+/// checked against it when the definition loads.
+pub(crate) fn source_schema(source: &str) -> Option<arrow::datatypes::Schema> {
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use rxcube_model::TableName;
+    let stored = |table: TableName, names: &[&str]| -> Vec<Field> {
+        let schema = table.def().schema();
+        names
+            .iter()
+            .map(|n| {
+                let f = schema.field_with_name(n).expect("a contract column");
+                Field::new(*n, f.data_type().clone(), true)
+            })
+            .collect()
+    };
+    let local_ts = Field::new(
+        "local_ts",
+        DataType::Timestamp(TimeUnit::Microsecond, None),
+        true,
+    );
+    let fields = match source {
+        "fills" => {
+            let mut f = stored(
+                TableName::RxFills,
+                &["pharmacy_id", "rx_id", "fill_no", "channel"],
+            );
+            f.push(local_ts);
+            f.push(Field::new("processing_minutes", DataType::Float64, true));
+            f.push(Field::new("target_minutes", DataType::Int64, true));
+            f.push(Field::new("on_time", DataType::Boolean, true));
+            f
+        }
+        "sales" => {
+            let mut f = stored(
+                TableName::Pos,
+                &["pharmacy_id", "kind", "quantity", "amount", "rx_id"],
+            );
+            f.push(local_ts);
+            f
+        }
+        "surveys" => {
+            let mut f = stored(TableName::Surveys, &["pharmacy_id", "rating"]);
+            f.push(local_ts);
+            f
+        }
+        "payroll" => {
+            let mut f = stored(
+                TableName::Payroll,
+                &["pharmacy_id", "employee_id", "pay_code"],
+            );
+            f.push(local_ts);
+            f.push(Field::new("hours", DataType::Float64, true));
+            f.push(Field::new("cost", DataType::Float64, true));
+            f
+        }
+        _ => return None,
+    };
+    Some(Schema::new(fields))
+}
+
 /// The facts of a source, one row each, with `pharmacy_id` and `local_ts`.
 fn facts_sql(def: &CubeDef, slice: &Slice, source: &str) -> String {
     let target = def.time.default_target_minutes;
@@ -840,7 +901,7 @@ pub fn rollup_content_sql(
         )
         .chain(
             sets.iter()
-                .map(|(name, ..)| format!("{} AS {name}", merged_set(name))),
+                .map(|set| format!("{} AS {}", set.capped(&merged_set(&set.name)), set.name)),
         )
         .collect::<Vec<_>>()
         .join(", ");
@@ -909,9 +970,11 @@ pub fn rollup_content_sql(
                         format!("CAST(NULL AS BIGINT) AS {}", rows_column(s))
                     });
                 }
-                for (name, s, column) in &sets {
-                    cols.push(if s == source {
-                        format!("array_agg(DISTINCT CAST(e.{column} AS VARCHAR)) AS {name}")
+                for set in &sets {
+                    let name = &set.name;
+                    cols.push(if set.source == *source {
+                        let all = format!("array_agg(DISTINCT CAST(e.{} AS VARCHAR))", set.column);
+                        format!("{} AS {name}", set.capped(&all))
                     } else {
                         format!("array_agg(CAST(NULL AS VARCHAR)) FILTER (WHERE FALSE) AS {name}")
                     });
@@ -945,27 +1008,51 @@ pub fn rollup_content_sql(
                     .iter()
                     .map(|s| format!("CAST({0} AS BIGINT) AS {0}", rows_column(s)))
             )
-            .chain(sets.iter().map(|(name, ..)| name.clone()))
+            .chain(sets.iter().map(|set| set.name.clone()))
             .collect::<Vec<_>>()
             .join(", ")
     )
 }
 
-/// The sets of distinct contributors a rollup keeps per row, for the small-cell rules that
-/// count distinct values of a fact column of a source it reads: (column name
-/// `<source>_distinct_<column>`, source, fact column).
-pub fn rollup_sets<'a>(def: &'a CubeDef, rollup: &RollupDef) -> Vec<(String, &'a str, &'a str)> {
+/// A set of distinct contributors a rollup keeps per row, for a small-cell rule that counts
+/// distinct values of a fact column of a source it reads.
+///
+/// A row keeps at most `keep` (the rule's minimum) of its cell's values, the smallest: a
+/// cell is suppressed when its count is below the minimum, and that test is exact on the
+/// capped sets. A cell of at least `keep` values keeps `keep` of them, and any union that
+/// holds it has at least `keep` too; a cell of fewer keeps them all, so a union of such
+/// cells is exact. Rows stay a few ids wide at every grain instead of a pharmacy's staff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupSet<'a> {
+    /// The rollup column, `<source>_distinct_<column>`.
+    pub name: String,
+    pub source: &'a str,
+    /// The fact column whose distinct values are kept.
+    pub column: &'a str,
+    pub keep: u32,
+}
+
+impl RollupSet<'_> {
+    /// `set` (an array expression) cut to the values a rollup row keeps.
+    fn capped(&self, set: &str) -> String {
+        format!("array_slice(array_sort({set}), 1, {})", self.keep)
+    }
+}
+
+/// The sets of distinct contributors a rollup keeps per row ([`RollupSet`]).
+pub fn rollup_sets<'a>(def: &'a CubeDef, rollup: &RollupDef) -> Vec<RollupSet<'a>> {
     let sources = rollup_sources(def, rollup);
     def.small_cells
         .iter()
         .filter(|r| sources.contains(&r.source.as_str()))
         .filter_map(|r| {
             let column = r.distinct.as_deref()?;
-            Some((
-                distinct_column(&r.source, column),
-                r.source.as_str(),
+            Some(RollupSet {
+                name: distinct_column(&r.source, column),
+                source: r.source.as_str(),
                 column,
-            ))
+                keep: r.minimum,
+            })
         })
         .collect()
 }
@@ -979,4 +1066,52 @@ pub fn rollup_sources<'a>(def: &'a CubeDef, rollup: &RollupDef) -> Vec<&'a str> 
             .map(|c| c.source.as_str())
             .chain(medians.iter().filter_map(|d| d.source.as_deref())),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The columns `cube.toml` expressions are checked against are those the facts carry.
+    #[tokio::test]
+    async fn source_schemas_are_the_facts_columns() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        crate::udf::register(&ctx);
+        for table in rxcube_model::TableName::ALL {
+            let schema = table.def().schema();
+            let empty =
+                datafusion::datasource::MemTable::try_new(schema, vec![vec![]]).expect("table");
+            ctx.register_table(table.as_str(), std::sync::Arc::new(empty))
+                .expect("register");
+        }
+        let def = CubeDef::built_in();
+        let slice = Slice {
+            levels: vec![],
+            grains: vec![],
+            metrics: vec![],
+            nodes: None,
+            period_from: None,
+            period_to: None,
+            peers: false,
+            protect: false,
+        };
+        for source in crate::definition::SOURCES {
+            let sql = format!(
+                "WITH {} SELECT * FROM ({})",
+                rx_tz_cte(&def),
+                facts_sql(&def, &slice, source)
+            );
+            let planned = ctx.sql(&sql).await.expect("plan");
+            let columns = |schema: &arrow::datatypes::Schema| {
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name().clone(), f.data_type().clone()))
+                    .collect::<Vec<_>>()
+            };
+            let got = columns(planned.schema().as_arrow());
+            let want = columns(&source_schema(source).expect("a source"));
+            assert_eq!(got, want, "{source}");
+        }
+    }
 }

@@ -17,7 +17,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Date32Type, Field, Fields, TimeUnit, TimestampMicrosecondType};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
-use datafusion::common::{DataFusionError, Result, exec_err};
+use datafusion::common::{DataFusionError, Result, exec_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -108,11 +108,12 @@ fn strings(a: &ArrayRef) -> Result<ArrayRef> {
     Ok(arrow::compute::cast(a, &DataType::Utf8)?)
 }
 
-/// One of the cube's scalar functions: a name, a signature, a return type and its kernel.
-/// Functions are told apart by name and signature.
+/// One of the cube's scalar functions: a name, its parameters' types, a return type and its
+/// kernel. Functions are told apart by name and parameters.
 #[derive(Debug)]
 struct CubeFn {
     name: &'static str,
+    args: Vec<DataType>,
     signature: Signature,
     returns: DataType,
     kernel: fn(&[ArrayRef]) -> Result<ArrayRef>,
@@ -120,14 +121,14 @@ struct CubeFn {
 
 impl PartialEq for CubeFn {
     fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.signature == other.signature
+        self.name == other.name && self.args == other.args
     }
 }
 impl Eq for CubeFn {}
 impl std::hash::Hash for CubeFn {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.name.hash(state);
-        self.signature.hash(state);
+        self.args.hash(state);
     }
 }
 
@@ -140,11 +141,31 @@ impl CubeFn {
     ) -> ScalarUDF {
         ScalarUDF::new_from_impl(Self {
             name,
-            signature: Signature::exact(args, Volatility::Immutable),
+            args,
+            signature: Signature::user_defined(Volatility::Immutable),
             returns,
             kernel,
         })
     }
+}
+
+/// Whether an argument of type `got` is cast to the parameter type `want`: text of any
+/// encoding to text; a local time (no zone) of any precision, or a date, to a local time; an
+/// instant (with a zone) of any precision to an instant; a date of either width to a date. So
+/// `TIMESTAMP '...'` literals (nanoseconds), `CAST(... AS TIMESTAMP)` and DATE columns work as
+/// arguments, as SQL tools write them. A local time never becomes an instant, nor the reverse:
+/// which zone it is in is the caller's to say (`rx_local_time`).
+fn casts_to(got: &DataType, want: &DataType) -> bool {
+    use DataType::{Date32, Date64, LargeUtf8, Null, Timestamp, Utf8, Utf8View};
+    got == want
+        || matches!(
+            (got, want),
+            (Null, _)
+                | (Utf8 | LargeUtf8 | Utf8View, Utf8)
+                | (Timestamp(_, None) | Date32 | Date64, Timestamp(_, None))
+                | (Timestamp(_, Some(_)), Timestamp(_, Some(_)))
+                | (Date32 | Date64, Date32)
+        )
 }
 
 impl ScalarUDFImpl for CubeFn {
@@ -156,6 +177,29 @@ impl ScalarUDFImpl for CubeFn {
     }
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
         Ok(self.returns.clone())
+    }
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if arg_types.len() == self.args.len()
+            && arg_types
+                .iter()
+                .zip(&self.args)
+                .all(|(g, w)| casts_to(g, w))
+        {
+            return Ok(self.args.clone());
+        }
+        let show = |types: &[DataType]| {
+            types
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        plan_err!(
+            "{}({}) cannot take ({}); cast the arguments",
+            self.name,
+            show(&self.args),
+            show(arg_types)
+        )
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
@@ -283,4 +327,58 @@ fn shift_hours_kernel(arrays: &[ArrayRef]) -> Result<ArrayRef> {
 /// The anchor date as a SQL literal.
 pub fn date_literal(d: NaiveDate) -> String {
     format!("DATE '{}'", d.format("%Y-%m-%d"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::util::pretty::pretty_format_batches;
+
+    async fn one(sql: &str) -> Result<String> {
+        let ctx = SessionContext::new();
+        register(&ctx);
+        let batches = ctx.sql(sql).await?.collect().await?;
+        Ok(pretty_format_batches(&batches)?.to_string())
+    }
+
+    #[tokio::test]
+    async fn local_times_of_any_precision_and_dates_are_arguments() {
+        // A TIMESTAMP literal is in nanoseconds, CAST(... AS TIMESTAMP) too, and a DATE a day.
+        for t in [
+            "TIMESTAMP '2024-03-20 10:00:00'",
+            "CAST('2024-03-20 10:00:00' AS TIMESTAMP)",
+            "arrow_cast(TIMESTAMP '2024-03-20 10:00:00', 'Timestamp(Second, None)')",
+            "DATE '2024-03-20'",
+        ] {
+            let got = one(&format!(
+                "SELECT rx_period_start('pay_period', {t}, DATE '2024-01-07') AS s, \
+                 rx_period_end('pay_period', rx_period_start('pay_period', {t}, DATE '2024-01-07')) AS e"
+            ))
+            .await
+            .unwrap();
+            assert!(
+                got.contains("2024-03-17T00:00:00 | 2024-03-31T00:00:00"),
+                "{t}: {got}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_local_time_is_not_an_instant() {
+        let err = one("SELECT rx_local_time(TIMESTAMP '2024-03-20 10:00:00', 'America/Chicago')")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rx_local_time(") && err.contains("cannot take (Timestamp(ns), Utf8)"),
+            "{err}"
+        );
+        let got = one(
+            "SELECT rx_local_time(arrow_cast(TIMESTAMP '2024-03-20 15:00:00', \
+             'Timestamp(Nanosecond, Some(\"UTC\"))'), 'America/Chicago') AS t",
+        )
+        .await
+        .unwrap();
+        assert!(got.contains("2024-03-20T10:00:00"), "{got}");
+    }
 }

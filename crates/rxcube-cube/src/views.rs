@@ -9,6 +9,7 @@
 //! | `cube.volume` | node and hour or day: volume, on-time share, median minutes |
 //! | `cube.weekly_trend` | node and week: on time, CRP usage, OTC per Rx |
 //! | `cube.budget` | pharmacy, coming pay period and labor-cost target tier |
+//! | `cube.alerts` | pharmacy, metric and reason it slipped in the current pay period |
 //!
 //! Each is SQL over `cube.metrics` and the landed reference tables, so filters on its
 //! level, node, grain, metric and period columns reach `cube.metrics` and read only that slice
@@ -443,6 +444,73 @@ impl View {
                 ),
                 double("bonus_amount", "the tier's bonus, USD"),
                 double("bonus_earned", "the bonus when attained, else 0, USD"),
+            ],
+        }
+    }
+
+    /// `cube.alerts`: the pharmacies' metrics that slipped in the current pay period.
+    pub fn alerts(def: &CubeDef) -> Self {
+        let metrics: Vec<&str> = def.metrics.iter().map(|m| m.name.as_str()).collect();
+        let sql = format!(
+            "WITH m AS (\n  SELECT node, period_start, metric, value, peer_group, peer_avg, {day} AS judged_on, {dir} AS dir\n  \
+               FROM cube.metrics WHERE level = 'pharmacy' AND grain = 'pay_period' AND metric IN ({metrics}) \
+               AND value IS NOT NULL),\n\
+             -- the threshold (tier 1) in effect on the period's last local day\n\
+             threshold AS (\n  SELECT m.*, t.value AS target,\n    \
+               row_number() OVER (PARTITION BY m.node, m.period_start, m.metric ORDER BY t.effective_from DESC) AS newest\n  \
+               FROM m JOIN targets t ON t.peer_group = m.peer_group AND t.metric = m.metric AND t.tier = 1 \
+                 AND t.effective_from <= m.judged_on),\n\
+             flagged AS (\n  \
+               SELECT node, period_start, metric, value, 'below threshold' AS reason, target AS reference\n  \
+               FROM threshold WHERE newest = 1 AND (value - target) * dir > 0\n  \
+               UNION ALL\n  \
+               SELECT node, period_start, metric, value, 'below peer average' AS reason, peer_avg AS reference\n  \
+               FROM m WHERE peer_avg IS NOT NULL AND (value - peer_avg) * dir > {margin} / 100.0 * abs(peer_avg)),\n\
+             -- runs of consecutive pay periods (14 days apart) flagged for the same reason\n\
+             islands AS (\n  SELECT *, CAST(floor(date_part('epoch', period_start) / 1209600.0) AS BIGINT)\n    \
+               - row_number() OVER (PARTITION BY node, metric, reason ORDER BY period_start) AS island\n  FROM flagged),\n\
+             runs AS (\n  SELECT *, min(period_start) OVER (PARTITION BY node, metric, reason, island) AS since,\n    \
+               count(*) OVER (PARTITION BY node, metric, reason, island) AS periods\n  FROM islands),\n\
+             current_period AS (SELECT max(period_start) AS period_start FROM cube.metrics \
+               WHERE level = 'pharmacy' AND grain = 'pay_period')\n\
+             SELECT 'pharmacy' AS level, r.node, 'pay_period' AS grain, r.period_start, r.metric, r.value, r.reason,\n  \
+               r.reference, since, periods\n\
+             FROM runs r JOIN current_period c ON r.period_start = c.period_start",
+            day = last_day(""),
+            dir = def.direction_sql("metric"),
+            metrics = in_list(&metrics),
+            margin = def.alerts.peer_margin_pct,
+        );
+        Self {
+            doc: format!(
+                "Alerts: the pharmacies whose metric in the current pay period (the latest with \
+                 facts, still open) is worse than their peer group's threshold tier (tier 1, \
+                 in effect on the period's last local day), or worse than their peer average by \
+                 more than {}% of it (cube.toml [alerts] peer_margin_pct), with how many \
+                 consecutive pay periods it has been so.",
+                def.alerts.peer_margin_pct
+            ),
+            sql,
+            columns: vec![
+                text("level", "pharmacy"),
+                text("node", "the pharmacy id"),
+                text("grain", "pay_period"),
+                timestamp("period_start", "the current pay period's first local day"),
+                text("metric", "the metric that slipped"),
+                double("value", "the pharmacy's value (cube.metrics)"),
+                text("reason", "'below threshold' or 'below peer average'"),
+                double(
+                    "reference",
+                    "what it is worse than: the threshold target, or the peer average",
+                ),
+                timestamp(
+                    "since",
+                    "the first pay period of the run of consecutive ones flagged for the reason",
+                ),
+                bigint(
+                    "periods",
+                    "pay periods in that run, the current one included",
+                ),
             ],
         }
     }

@@ -1,6 +1,7 @@
 //! Property: every cube query gives the same answer from the rollups as from the raw tables,
 //! after a build, after imports and corrections with an incremental refresh, and after a
-//! re-organization and a change of target minutes with a refresh.
+//! re-organization and a change of target minutes with a refresh; and between each change and
+//! its refresh, when the stale rollups serve caught up with the raw facts of the change.
 //!
 //! Queries are drawn at random (levels, grains, metrics, period bounds, node filters, with or
 //! without the peer columns) from a fixed seed, every other one with small-cell protection on
@@ -171,7 +172,22 @@ fn close(a: Option<f64>, b: Option<f64>) -> bool {
 
 /// Runs `queries` random queries with and without rollups and compares the answers; every
 /// other query protects small cells.
-async fn compare(warehouse: &Warehouse, def: &CubeDef, rng: &mut ChaCha8Rng, queries: usize) {
+/// How the rollups stand when [`compare`] runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Rollups {
+    /// Refreshed since the last change: served as stored.
+    Fresh,
+    /// Changed since the last refresh: served caught up with the raw facts of the change.
+    CaughtUp,
+}
+
+async fn compare(
+    warehouse: &Warehouse,
+    def: &CubeDef,
+    rng: &mut ChaCha8Rng,
+    queries: usize,
+    rollups: Rollups,
+) {
     let session = |settings: &'static [&'static str]| async move {
         let ctx = rxcube_cube::session(warehouse, def.clone())
             .await
@@ -232,6 +248,12 @@ async fn compare(warehouse: &Warehouse, def: &CubeDef, rng: &mut ChaCha8Rng, que
         assert!(
             served.iter().all(|s| s.contains(": rollup ")),
             "{sql}\nnot served by a rollup: {served:?}"
+        );
+        assert!(
+            served
+                .iter()
+                .all(|s| s.contains(" + raw tables for ") == (rollups == Rollups::CaughtUp)),
+            "{sql}\nserved by {served:?}"
         );
         let (slow, _) = rxcube_cube::run_statement(off, &sql).await.expect(&sql);
         let (fast, slow) = (rows(&fast), rows(&slow));
@@ -304,21 +326,25 @@ async fn rollup_answers_equal_raw_answers_through_imports_corrections_and_reorgs
     )
     .await
     .expect("build");
-    compare(&warehouse, &def, &mut rng, 40).await;
+    compare(&warehouse, &def, &mut rng, 40, Rollups::Fresh).await;
 
-    // The rest of the events and the corrections; an incremental refresh.
+    // The rest of the events, queried before any refresh (the rollups caught up with the raw
+    // facts of the periods they touch); then the corrections, queried again; then an
+    // incremental refresh.
     for (table, file) in late {
         import_file(&warehouse, table, file).await;
     }
+    compare(&warehouse, &def, &mut rng, 20, Rollups::CaughtUp).await;
     for f in summary.files.iter().filter(|f| f.correction) {
         import_file(&warehouse, f.table, f.path.clone()).await;
     }
+    compare(&warehouse, &def, &mut rng, 20, Rollups::CaughtUp).await;
     let reports = refresh(&warehouse, &def).await;
     assert!(
         reports.iter().all(|r| r.action == "refreshed"),
         "{reports:?}"
     );
-    compare(&warehouse, &def, &mut rng, 40).await;
+    compare(&warehouse, &def, &mut rng, 40, Rollups::Fresh).await;
 
     // A re-organization: the second pharmacy moves to another local area from 2024-01-20, and
     // the third one's target minutes change. Only those pharmacies are recomputed.
@@ -356,6 +382,7 @@ async fn rollup_answers_equal_raw_answers_through_imports_corrections_and_reorgs
     )
     .expect("write");
     import_file(&warehouse, TableName::Pharmacies, reorg).await;
+    compare(&warehouse, &def, &mut rng, 20, Rollups::CaughtUp).await;
     let groups = std::fs::read_to_string(&summary.file(TableName::PeerGroups).expect("file").path)
         .expect("read");
     let mut lines = groups.lines();
@@ -374,11 +401,12 @@ async fn rollup_answers_equal_raw_answers_through_imports_corrections_and_reorgs
     let retarget = dir.path().join("retarget.csv");
     std::fs::write(&retarget, format!("{gheader}\n{}\n", fields.join(","))).expect("write");
     import_file(&warehouse, TableName::PeerGroups, retarget).await;
+    compare(&warehouse, &def, &mut rng, 20, Rollups::CaughtUp).await;
     let reports = refresh(&warehouse, &def).await;
     for r in &reports {
         assert_eq!(r.part, "2 pharmacies", "{r:?}");
     }
-    compare(&warehouse, &def, &mut rng, 40).await;
+    compare(&warehouse, &def, &mut rng, 40, Rollups::Fresh).await;
 
     // Nothing changed since: a refresh does nothing.
     let reports = refresh(&warehouse, &def).await;

@@ -4,7 +4,7 @@
 //! ([`crate::ImportOptions::memory_limit`]) is shared out once, up front:
 //!
 //! - **pass 1** keeps the checked records in memory only while they fit [`Budget::spool_bytes`];
-//!   beyond it they go to an Arrow IPC file ([`crate::spool`]), and the key hashes of the
+//!   beyond it they go to an Arrow IPC stream file ([`crate::spool`]), and the key hashes of the
 //!   duplicate screen beyond [`Budget::key_hash_bytes`] go to disk too ([`crate::keys`]);
 //! - **the key checks and pass 2** run in [`Budget::ctx`], a DataFusion session whose memory
 //!   pool holds [`Budget::pool_bytes`] and whose sorts and aggregates spill to the same
@@ -16,10 +16,17 @@
 //! 55): an import under a tight budget then stops with every thread parked. [`ExchangePool`]
 //! grants the exchanges' buffers (a few batches per partition, as before DataFusion spilled
 //! them) and counts them against the pool, so the sorts around them spill sooner instead.
+//! The merges of spilled runs (`ExternalSorterMerge`, which cannot spill) are granted too:
+//! what they hold is bounded up front by the merge fan-in and the batch size chosen here, and
+//! refusing them while the exchanges' buffers fill a tight pool failed the import. So are
+//! ungrouped aggregates (`AggregateStream`, the counts and checks of a posting's plan and of
+//! delta-rs's writes): they hold one accumulator state per aggregate, a few bytes, and refusing
+//! their first 16 bytes while the exchanges fill the pool failed an import at 4 MiB.
 //!
 //! The rest of the budget is headroom for what no pool tracks: the blocks being parsed, the
 //! Parquet writers' open row groups, the allocator. The directory is removed when the import
-//! ends (a `kill -9` leaves it behind in the temporary directory, and the table untouched).
+//! ends; one that a `kill -9` left behind is removed by the next import
+//! ([`remove_stale_spill_dirs`]).
 
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -53,6 +60,48 @@ const RECORD_BYTES: usize = 128;
 /// Spilled runs one merge pass reads at once, at most.
 const MAX_MERGE_FAN_IN: usize = 16;
 
+/// The spill directory of an import: `<temp>/rxcube-import-<pid>-<random>`.
+const SPILL_PREFIX: &str = "rxcube-import-";
+
+/// Removes the spill directories under `temp` of imports whose process is gone (killed with
+/// `kill -9`, they leave gigabytes behind). A directory whose process may still run (or whose
+/// name carries no process id) is left alone; problems are logged, never fatal.
+pub(crate) fn remove_stale_spill_dirs(temp: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SPILL_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || process_may_run(pid) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed the spill folder of a stopped import")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot remove the spill folder of a stopped import")
+            }
+        }
+    }
+}
+
+/// Whether process `pid` may be running: on Linux, whether `/proc/<pid>` exists; elsewhere
+/// always (nothing is removed).
+fn process_may_run(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
 /// An import's share-out of its memory limit, its spill directory and its bounded session.
 pub(crate) struct Budget {
     limit: Option<usize>,
@@ -65,8 +114,9 @@ impl Budget {
     /// A budget of `limit` bytes (`None`: unbounded, everything stays in memory).
     pub(crate) fn new(limit: Option<usize>) -> Result<Self> {
         let limit = limit.map(|l| l.max(MIN_MEMORY_LIMIT));
+        remove_stale_spill_dirs(&std::env::temp_dir());
         let dir = tempfile::Builder::new()
-            .prefix("rxcube-import-")
+            .prefix(&format!("{SPILL_PREFIX}{}-", std::process::id()))
             .tempdir()
             .map_err(|source| IngestError::Io {
                 file: std::env::temp_dir().display().to_string(),
@@ -169,13 +219,18 @@ fn pool_bytes(limit: usize) -> usize {
     limit / 2
 }
 
-/// A pool that never refuses a `RepartitionExec` its buffers (see the module docs): they are
-/// granted and counted, every other consumer is refused as `0`'s pool refuses it.
+/// A pool that never refuses a `RepartitionExec` its buffers, a sort's merge its batches nor
+/// an ungrouped aggregate its states (see the module docs): they are granted and counted, every other consumer is refused as
+/// `0`'s pool refuses it.
 #[derive(Debug)]
 struct ExchangePool(Arc<dyn MemoryPool>);
 
 /// The name of DataFusion's repartitioning operator, which its consumers' names start with.
 const EXCHANGE: &str = "RepartitionExec";
+/// The name of a sort's merge of its spilled runs (bounded by [`merge_fan_in`]).
+const SORT_MERGE: &str = "ExternalSorterMerge";
+/// The name of DataFusion's ungrouped aggregate (one state per aggregate, no groups).
+const UNGROUPED_AGGREGATE: &str = "AggregateStream";
 
 impl std::fmt::Display for ExchangePool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -205,7 +260,11 @@ impl MemoryPool for ExchangePool {
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> DfResult<()> {
-        if reservation.consumer().name().starts_with(EXCHANGE) {
+        let name = reservation.consumer().name();
+        if [EXCHANGE, SORT_MERGE, UNGROUPED_AGGREGATE]
+            .iter()
+            .any(|granted| name.starts_with(granted))
+        {
             self.0.grow(reservation, additional);
             Ok(())
         } else {

@@ -2,7 +2,7 @@
 //!
 //! **Pass 1** reads every file, checks every record against the contract (types, domains,
 //! ranges, time order, references, duplicate keys within a file) and stages the typed records:
-//! in memory while they fit the import's memory budget, in an Arrow IPC file of its spill
+//! in memory while they fit the import's memory budget, in an Arrow IPC stream file of its spill
 //! directory beyond it ([`crate::spool`], [`crate::budget`]). CSV files are cut into blocks
 //! that are parsed and checked on every core ([`crate::blocks`]). If it found any error,
 //! nothing is posted: the run is logged as rejected with every error. **Pass 2** streams the
@@ -28,6 +28,7 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use rxcube_model::{TableDef, TableName};
 use rxcube_warehouse::catalog::{new_session, register_tables};
+use rxcube_warehouse::runs::RUN_KEY;
 use rxcube_warehouse::system::{ImportErrorEntry, ImportLogEntry};
 use rxcube_warehouse::{Hook, UpsertRequest, Warehouse, WarehouseError};
 use tracing::{info, info_span};
@@ -56,10 +57,15 @@ pub struct ImportOptions {
     /// import commits to the table first ([`POSTING_ATTEMPTS`] by default).
     pub posting_attempts: u32,
     /// A test hook, awaited at named moments of the run: `before-commit-N` (attempt N of the
-    /// commit, after the records are matched to the table) and `before-log` (before the run is
-    /// appended to the import log). Tests use it to line up concurrent imports or to kill one
+    /// commit, after the records are matched to the table), `after-commit` (the table commit
+    /// is made; the log row is not) and `before-log` (before the run is appended to the
+    /// import log). Tests use it to line up concurrent imports or to kill one
     /// at that moment.
     pub pause: Option<Pause>,
+    /// The metrics a target may name: the cube definition's metrics, as the CLI passes them
+    /// (a metric added to `cube.toml` takes targets). `None`: the built-in cube's
+    /// ([`rxcube_model::domain::is_targetable_metric`]).
+    pub target_metrics: Option<Vec<String>>,
 }
 
 /// Pass 2's attempts by default: a run that loses the race to commit twice in a row to other
@@ -74,6 +80,7 @@ impl Default for ImportOptions {
             memory_limit: Some(crate::budget::DEFAULT_MEMORY_LIMIT),
             posting_attempts: POSTING_ATTEMPTS,
             pause: None,
+            target_metrics: None,
         }
     }
 }
@@ -177,10 +184,13 @@ pub async fn import(
     }
     let run_id = uuid::Uuid::new_v4().to_string();
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    // Held until the run ends; first, what killed runs left is repaired when none runs.
+    let _guard = warehouse.begin_import().await;
 
     let ctx = new_session();
     register_tables(&ctx, warehouse).await?;
-    let refs = load_references(&ctx, def).await?;
+    let mut refs = load_references(&ctx, def).await?;
+    refs.target_metrics = options.target_metrics.clone();
 
     // Pass 1: read and check everything, stage the well-formed records.
     let budget = Budget::new(options.memory_limit)?;
@@ -258,9 +268,15 @@ pub async fn import(
                     source,
                     source_rows: Some(staged_rows),
                     source_bytes: Some(staged_bytes),
+                    // The run's summary, from which a run killed before its log row is
+                    // logged by the next import (rxcube_warehouse::runs).
                     commit_metadata: vec![
-                        ("rxcube.import_run".into(), run_id.clone().into()),
+                        (RUN_KEY.into(), run_id.clone().into()),
                         ("rxcube.files".into(), names.clone().into()),
+                        ("rxcube.started_at".into(), started_at.into()),
+                        ("rxcube.start_at".into(), options.start_at.into()),
+                        ("rxcube.records_read".into(), report.records_read.into()),
+                        ("rxcube.warnings".into(), report.total_warnings.into()),
                     ],
                     before_commit,
                 };
@@ -281,7 +297,12 @@ pub async fn import(
             }
         };
         let outcome = match posted {
-            Ok(outcome) => outcome,
+            Ok(outcome) => {
+                if let Some(p) = &options.pause {
+                    (p.0)("after-commit".into()).await;
+                }
+                outcome
+            }
             Err(e) => {
                 // Nothing of this run was committed: it is logged as failed, with why.
                 let e = match e {

@@ -12,6 +12,7 @@ mod blocks;
 mod budget;
 mod columns;
 mod error;
+pub mod follow;
 mod import;
 mod keys;
 mod parquet_check;

@@ -23,6 +23,9 @@ const DAY_MICROS: i64 = 86_400_000_000;
 pub struct ReferenceSets {
     /// (table.column) → the values on file (references are text: identifiers and names).
     pub sets: Vec<(Reference, HashSet<String>)>,
+    /// The metrics a target may name, when the caller's cube definition says
+    /// ([`crate::ImportOptions::target_metrics`]); else the built-in cube's.
+    pub target_metrics: Option<Vec<String>>,
 }
 
 impl ReferenceSets {
@@ -168,7 +171,7 @@ pub(crate) fn check_batch(
     {
         let mut fail = reporter(errors, file, first_record);
         for (c, col) in def.columns.iter().zip(&cols) {
-            check_values(c, col, c.checks, rows, &mut fail);
+            check_values(c, col, c.checks, rows, refs, &mut fail);
         }
         for rule in def.row_rules {
             check_row_rule(def, &cols, rule, rows, &mut fail);
@@ -177,7 +180,7 @@ pub(crate) fn check_batch(
     }
     let mut warn = reporter(warnings, file, first_record);
     for (c, col) in def.columns.iter().zip(&cols) {
-        check_values(c, col, c.advisories, rows, &mut warn);
+        check_values(c, col, c.advisories, rows, refs, &mut warn);
     }
     for rule in def.row_advisories {
         check_row_rule(def, &cols, rule, rows, &mut warn);
@@ -213,6 +216,7 @@ fn check_values(
     col: &Col<'_>,
     checks: &[Check],
     rows: usize,
+    refs: &ReferenceSets,
     fail: &mut Report<'_>,
 ) {
     for check in checks {
@@ -246,25 +250,33 @@ fn check_values(
                     .then(|| "not an IANA time zone name (e.g. America/Chicago)".to_string()),
                 Check::Ssn => (!is_ssn(col.text(i)))
                     .then(|| "not a social security number (NNN-NN-NNNN)".to_string()),
-                Check::TargetableMetric => {
-                    (!domain::is_targetable_metric(col.text(i))).then(|| {
-                        format!(
-                            "not a metric that takes targets: {}",
-                            domain::KEY_METRICS
-                                .iter()
-                                .chain(domain::OTHER_TARGETABLE_METRICS)
-                                .copied()
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    })
-                }
+                Check::TargetableMetric => targetable_problem(col.text(i), refs),
                 Check::Identifier => identifier_problem(col.text(i)).map(str::to_string),
             };
             if let Some(reason) = reason {
                 fail(i, c.name, Some(col.show(i)), reason);
             }
         }
+    }
+}
+
+/// Why `metric` may not carry a target, if it may not: it is none of the cube definition's
+/// metrics (the built-in cube's when the caller gave none).
+fn targetable_problem(metric: &str, refs: &ReferenceSets) -> Option<String> {
+    let listed =
+        |names: Vec<&str>| format!("not a metric that takes targets: {}", names.join(", "));
+    match &refs.target_metrics {
+        Some(names) => (!names.iter().any(|n| n == metric))
+            .then(|| listed(names.iter().map(String::as_str).collect())),
+        None => (!domain::is_targetable_metric(metric)).then(|| {
+            listed(
+                domain::KEY_METRICS
+                    .iter()
+                    .chain(domain::OTHER_TARGETABLE_METRICS)
+                    .copied()
+                    .collect(),
+            )
+        }),
     }
 }
 

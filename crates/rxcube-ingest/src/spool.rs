@@ -3,7 +3,7 @@
 //! Pass 1 hands every checked batch, in file order, with its provenance (the file's index in
 //! [`FILE_COLUMN`], the record number in [`RECORD_COLUMN`]) to a [`Spool`]. The spool keeps
 //! them in memory while they fit its share of the budget; past it, it writes everything to one
-//! Arrow IPC file in the import's spill directory, in batches sized to the budget, and
+//! Arrow IPC stream file in the import's spill directory, in batches sized to the budget, and
 //! from then on holds no records at all. Either way the key checks and the posting read the
 //! records back as one table ([`StagedRecords::register`]): an in-memory table, or the IPC
 //! file (read in byte ranges, on every core).
@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::ipc::writer::FileWriter;
+use arrow::ipc::writer::StreamWriter;
 use datafusion::datasource::MemTable;
 use datafusion::execution::options::ArrowReadOptions;
 use datafusion::prelude::SessionContext;
@@ -48,7 +48,7 @@ pub(crate) struct Spool {
     limit: usize,
     batch_rows: usize,
     path: PathBuf,
-    writer: Option<FileWriter<BufWriter<File>>>,
+    writer: Option<StreamWriter<BufWriter<File>>>,
     rows: u64,
     bytes: u64,
 }
@@ -89,7 +89,10 @@ impl Spool {
     /// Moves the records held in memory to the file; every later batch goes there too.
     fn spill(&mut self) -> Result<()> {
         let file = File::create(&self.path).map_err(|source| self.io_err(source))?;
-        let writer = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), &self.schema)
+        // The IPC stream format: DataFusion reads an IPC *file* split across partitions by
+        // fetching each part's record batches into memory at once, the whole file in the end;
+        // a stream is read batch by batch.
+        let writer = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &self.schema)
             .map_err(|e| self.arrow_err(e))?;
         self.writer = Some(writer);
         tracing::info!(

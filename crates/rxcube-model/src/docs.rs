@@ -157,7 +157,10 @@ pub fn check_text(check: &Check, c: &ColumnDef) -> String {
                 .chain(domain::OTHER_TARGETABLE_METRICS)
                 .copied()
                 .collect();
-            format!("a metric that takes targets: {}", code_list(&metrics))
+            format!(
+                "a metric that takes targets: {}, or a metric the warehouse's `cube.toml` adds",
+                code_list(&metrics)
+            )
         }
         Check::Identifier => format!(
             "an identifier: not blank, at most {MAX_ID_BYTES} bytes, no control characters; kept \

@@ -8,9 +8,11 @@
 //! - [`limits`]: what a statement, a session and a user may take (statement size and depth,
 //!   memory, time, tickets, prepared statements), and the memory pools that hold them to it.
 //! - [`throttle`]: failed sign-ins slow down the names and addresses making them.
+//! - [`refresh`]: the server keeps the rollups fresh itself, in the background, debounced.
 
 pub mod limits;
 pub mod metadata;
+pub mod refresh;
 pub mod service;
 pub mod throttle;
 pub mod wire;
@@ -27,6 +29,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use limits::Limits;
 pub use service::Service;
+/// The status of a refused call, as the service's public methods return it.
+pub use tonic::{Code, Status};
 
 /// How to serve.
 #[derive(Debug, Clone)]
@@ -38,6 +42,9 @@ pub struct Options {
     pub token_ttl: Duration,
     /// How often new table versions, rollups and user changes are picked up.
     pub reload: Duration,
+    /// Refresh stale rollups in the background once no newer table version has shown up for
+    /// this long ([`refresh`]); `None`: never (`--no-auto-refresh`).
+    pub auto_refresh: Option<Duration>,
     /// How often the audit log is written.
     pub audit_flush: Duration,
     /// What statements, sessions and users may take.
@@ -51,9 +58,29 @@ pub async fn serve(
     options: Options,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let service = Service::new(warehouse.clone(), options.token_ttl, options.limits.clone())
+    let service = open(warehouse, &options).await?;
+    serve_service(service, options, shutdown, || Ok(())).await
+}
+
+/// The service `serve` serves, for serving it alongside other front ends (the web pages).
+pub async fn open(
+    warehouse: Warehouse,
+    options: &Options,
+) -> anyhow::Result<std::sync::Arc<Service>> {
+    Service::new(warehouse.clone(), options.token_ttl, options.limits.clone())
         .await
-        .with_context(|| format!("cannot open the warehouse {}", warehouse.root()))?;
+        .with_context(|| format!("cannot open the warehouse {}", warehouse.root()))
+}
+
+/// Serves `service` as [`serve`] does; `listening` runs right after the listening line is
+/// printed (to print the lines of other front ends after it).
+pub async fn serve_service(
+    service: std::sync::Arc<Service>,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send,
+    listening: impl FnOnce() -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let warehouse = service.warehouse().clone();
     let listener = tokio::net::TcpListener::bind(options.address)
         .await
         .with_context(|| format!("cannot listen on {}", options.address))?;
@@ -83,10 +110,15 @@ pub async fn serve(
     let reloader = {
         let service = service.clone();
         let every = options.reload;
+        let refresher = options.auto_refresh.map(refresh::AutoRefresh::new);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
+                // First on the snapshot served at start, then after every reload.
+                if let Some(r) = &refresher {
+                    r.tick(&service);
+                }
                 tick.tick().await;
                 if let Err(e) = service.reload().await {
                     tracing::warn!(
@@ -112,6 +144,7 @@ pub async fn serve(
         writeln!(out, "listening on {scheme}://{local}")?;
         out.flush()?;
     }
+    listening()?;
     tracing::info!(%local, warehouse = %warehouse.root(), "serving Flight SQL");
     let result = server
         .add_service(FlightServiceServer::from_arc(service))

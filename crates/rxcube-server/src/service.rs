@@ -33,7 +33,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -223,7 +223,7 @@ pub struct Service {
     executor: QueryRuntime,
     /// The spellings of the warehouse's location, removed from plans shown to users who are
     /// not administrators ([`plain_explain`]).
-    locations: Vec<String>,
+    locations: Arc<[String]>,
 }
 
 /// A unique, unguessable identifier (256 random bits).
@@ -247,18 +247,25 @@ fn client<T>(r: &Request<T>) -> Option<String> {
     r.remote_addr().map(|a: SocketAddr| a.to_string())
 }
 
-fn address<T>(r: &Request<T>) -> Option<IpAddr> {
-    r.remote_addr().map(|a| a.ip())
-}
-
-/// The status of a failed plan or query: running out of memory or spill space is
-/// `RESOURCE_EXHAUSTED`, anything else keeps DataFusion's message.
+/// The status of a failed plan or query, by the kind of failure ([`rxcube_cube::kind_of`]): a
+/// statement the caller can fix is `INVALID_ARGUMENT`, a store that cannot be reached or read
+/// `UNAVAILABLE` (worth retrying), running out of memory or spill space `RESOURCE_EXHAUSTED`,
+/// a server set up wrong `FAILED_PRECONDITION`, anything else `INTERNAL`.
 fn query_status(e: &DataFusionError) -> Status {
-    match e.find_root() {
-        DataFusionError::ResourcesExhausted(why) => {
-            Status::resource_exhausted(format!("resources exhausted: {why}"))
+    use rxcube_cube::ErrorKind;
+    match rxcube_cube::kind_of(e) {
+        ErrorKind::ResourcesExhausted => match e.find_root() {
+            DataFusionError::ResourcesExhausted(why) => {
+                Status::resource_exhausted(format!("resources exhausted: {why}"))
+            }
+            _ => Status::resource_exhausted(e.to_string()),
+        },
+        ErrorKind::Invalid => Status::invalid_argument(e.to_string()),
+        ErrorKind::Unavailable => {
+            Status::unavailable(format!("the warehouse could not be read; try again: {e}"))
         }
-        _ => Status::internal(e.to_string()),
+        ErrorKind::Misconfigured => Status::failed_precondition(e.to_string()),
+        ErrorKind::Internal => Status::internal(e.to_string()),
     }
 }
 
@@ -294,7 +301,7 @@ impl Service {
         // worth of every other client's work.
         let executor = QueryRuntime::new("rxcube-query", (2 * cores).max(4))?;
         let checks = cores;
-        let locations = location_spellings(&warehouse);
+        let locations: Arc<[String]> = location_spellings(&warehouse).into();
         Ok(Arc::new_cyclic(|me| Self {
             me: me.clone(),
             warehouse,
@@ -323,6 +330,11 @@ impl Service {
             executor,
             locations,
         }))
+    }
+
+    /// The warehouse served.
+    pub fn warehouse(&self) -> &Warehouse {
+        &self.warehouse
     }
 
     pub fn audit(&self) -> Arc<AuditLog> {
@@ -427,6 +439,31 @@ impl Service {
         Ok(())
     }
 
+    /// The rollups of the snapshot served now, fresh or stale.
+    pub fn rollups(&self) -> Arc<rxcube_cube::rollup::Rollups> {
+        self.snapshot().rollups.clone()
+    }
+
+    /// Brings the rollups up to date (`rxcube rollup refresh`, one atomic commit per rollup)
+    /// on the query runtime, with a memory pool of one query drawn from the server's, then
+    /// serves the new snapshot: statements already planned finish on the old one.
+    pub async fn refresh_rollups(&self) -> anyhow::Result<Vec<rxcube_cube::rollup::Report>> {
+        let me = self.arc()?;
+        let job = self.executor.spawn(async move {
+            let def = Arc::new(rxcube_cube::definition_for(&me.warehouse)?);
+            let runtime = me.memory.query_runtime(&Default::default())?;
+            let ctx = rxcube_cube::base_session_in(runtime);
+            let mut progress = |rollup: &str, what: &str| tracing::debug!(rollup, "{what}");
+            let mode = rxcube_cube::rollup::Mode::Refresh;
+            anyhow::Ok(
+                rxcube_cube::rollup::run_in(ctx, &me.warehouse, def, mode, &mut progress).await?,
+            )
+        })?;
+        let reports = job.await??;
+        self.reload().await?;
+        Ok(reports)
+    }
+
     /// Forgets expired sessions, tickets not fetched in time, idle prepared statements and old
     /// sign-in failures. Run every second or so.
     pub fn sweep(&self) {
@@ -496,8 +533,20 @@ impl Service {
         password: &str,
         request: &Request<T>,
     ) -> Result<(Principal, Credential), Status> {
-        let client = client(request);
-        let address = address(request);
+        self.sign_in_from(user, password, request.remote_addr())
+            .await
+    }
+
+    /// Checks `user:password` for a client at `remote` (the web pages' sign-in, and the
+    /// handshake's): the same throttle, directory and audit entries as every sign-in.
+    pub async fn sign_in_from(
+        &self,
+        user: &str,
+        password: &str,
+        remote: Option<SocketAddr>,
+    ) -> Result<(Principal, Credential), Status> {
+        let client = remote.map(|a| a.to_string());
+        let address = remote.map(|a| a.ip());
         let _check = self
             .sign_ins
             .acquire()
@@ -542,6 +591,80 @@ impl Service {
                 self.audit.record(e);
                 Err(Status::unauthenticated("invalid user name or password"))
             }
+        }
+    }
+
+    /// The principal a session bound to `credential` stands for now (the directory as stored
+    /// now, one `HEAD`), or `None` when that session is over: the account was removed, added
+    /// again, or changed its password, scope or groups, or may no longer query.
+    pub async fn current_principal(
+        &self,
+        credential: &Credential,
+    ) -> Result<Option<Principal>, Status> {
+        Ok(self
+            .current_directory()
+            .await?
+            .session_principal(credential))
+    }
+
+    /// What `principal`'s scope reaches in the org of the snapshot served now.
+    pub fn reach(&self, principal: &Principal) -> rxcube_access::Reach {
+        self.snapshot().org.reach(&principal.scope)
+    }
+
+    /// Runs the query `sql` for `principal` as a Flight SQL statement of its runs, and collects
+    /// its result: in its scoped session, measured and checked before planning, planned on the
+    /// planning runtime and run on the query runtime under the statement timeout with a memory
+    /// pool of its own, counted against its running statements (the key `session` names the
+    /// front end's session). Refusals and failures are audited as for Flight SQL; results are
+    /// collected whole (for the web pages, whose queries are small), and not audited one by
+    /// one.
+    pub async fn collect(
+        &self,
+        principal: &Principal,
+        session: &str,
+        sql: &str,
+        client: Option<String>,
+    ) -> Result<Vec<RecordBatch>, Status> {
+        let caller: Caller = (session.to_string(), principal.clone());
+        let me = self.arc()?;
+        let (c, s, cl) = (caller.clone(), sql.to_string(), client.clone());
+        let (plan, task) = self
+            .planning(&caller, sql, client.clone(), async move {
+                let (ctx, logical) = me.logical(&c, &s, cl.clone()).await?;
+                if matches!(logical, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
+                    return Err(me.deny(&c, &s, cl, "plans are not collected"));
+                }
+                let plan = DataFrame::new(ctx.state(), logical)
+                    .create_physical_plan()
+                    .await
+                    .map_err(|e| me.plan_failed(&c, &s, cl.clone(), &e))?;
+                Ok((cooperative(plan).map_err(internal)?, ctx.task_ctx()))
+            })
+            .await?;
+        let running = self.start_running(&caller, sql, client.clone())?;
+        let task = self.query_context(&task)?;
+        let work = self.executor.spawn(async move {
+            let _running = running;
+            datafusion::physical_plan::collect(plan, task).await
+        })?;
+        let timeout = self.limits.statement_timeout;
+        match tokio::time::timeout(timeout, work).await {
+            Ok(Ok(Ok(batches))) => Ok(batches),
+            Ok(Ok(Err(e))) => {
+                Err(self.refuse(&caller, sql, client, Event::Error, query_status(&e)))
+            }
+            Ok(Err(e)) => Err(self.refuse(&caller, sql, client, Event::Error, internal(e))),
+            Err(_) => Err(self.refuse(
+                &caller,
+                sql,
+                client,
+                Event::Error,
+                Status::deadline_exceeded(format!(
+                    "statement timeout: the query took longer than {} s (--statement-timeout)",
+                    timeout.as_secs_f64()
+                )),
+            )),
         }
     }
 
@@ -604,7 +727,17 @@ impl Service {
         e.client = client;
         e.detail = Some(status.message().to_string());
         self.audit.record(e);
-        status
+        self.as_told_to(&caller.1, status)
+    }
+
+    /// `status` as `principal` may read it: for a user who is not an administrator, with every
+    /// spelling of the warehouse's location written `<warehouse>` (an error of the store names
+    /// the files it failed on). The audit log keeps the full message.
+    fn as_told_to(&self, principal: &Principal, status: Status) -> Status {
+        if principal.is_administrator() {
+            return status;
+        }
+        redacted(status, &self.locations)
     }
 
     fn deny(&self, caller: &Caller, sql: &str, client: Option<String>, why: &str) -> Status {
@@ -802,12 +935,7 @@ impl Service {
         client: Option<String>,
         e: &DataFusionError,
     ) -> Status {
-        match e.find_root() {
-            DataFusionError::ResourcesExhausted(_) => {
-                self.refuse(caller, sql, client, Event::Error, query_status(e))
-            }
-            _ => self.failed(caller, sql, client, &e.to_string()),
-        }
+        self.refuse(caller, sql, client, Event::Error, query_status(e))
     }
 
     /// Plans `sql` (with each parameter set, if any) and keeps it for a `DoGet`. Run on the
@@ -997,9 +1125,8 @@ impl Service {
             .catalog
             .default_catalog
             .clone();
-        let catalog = ctx
-            .catalog(&catalog_name)
-            .ok_or_else(|| Status::internal("the catalog is missing"))?;
+        let catalog = rxcube_cube::default_catalog(&ctx)
+            .map_err(|_| Status::internal("the catalog is missing"))?;
         let mut out = Vec::new();
         let mut schemas = catalog.schema_names();
         schemas.sort();
@@ -1141,6 +1268,9 @@ struct Results {
     audited: QueryAudit,
     deadline: Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
+    /// For a reader who is not an administrator, the spellings of the warehouse's location
+    /// removed from a failure's message (the audit log keeps it whole).
+    redact: Option<Arc<[String]>>,
 }
 
 impl Results {
@@ -1148,6 +1278,10 @@ impl Results {
         self.task = None;
         self.rx.close();
         self.audited.finish(failure.as_ref().map(|s| s.message()));
+        let failure = match &self.redact {
+            Some(locations) => failure.map(|s| redacted(s, locations)),
+            None => failure,
+        };
         Poll::Ready(failure.map(Err))
     }
 }
@@ -1312,6 +1446,11 @@ fn location_spellings(warehouse: &Warehouse) -> Vec<String> {
         }
     } else if let Some(host) = root.host_str() {
         out.push(format!("{host}{path}"));
+        // Object store errors name a file by its key: the prefix, then the table's folder.
+        let prefix = path.trim_start_matches('/');
+        if !prefix.is_empty() {
+            out.push(format!("{prefix}/"));
+        }
     }
     // Too short to name anything (a root of `/`, or of a bucket).
     out.retain(|s| s.len() > 1 && s.contains('/'));
@@ -1320,10 +1459,42 @@ fn location_spellings(warehouse: &Warehouse) -> Vec<String> {
     out
 }
 
-/// `text` with every one of `locations` written `<warehouse>`.
+/// `status` with every one of `locations` written `<warehouse>` in its message.
+fn redacted(status: Status, locations: &[String]) -> Status {
+    let message = without_locations(status.message(), locations);
+    if message == status.message() {
+        return status;
+    }
+    Status::new(status.code(), message)
+}
+
+/// `text` with every one of `locations` written `<warehouse>` (`<warehouse>/` for one that
+/// ends with a `/`), where it starts a word: `data/` is a location in `data/rx_fills`, not in
+/// `metadata/`.
 fn without_locations(text: &str, locations: &[String]) -> String {
+    let starts_word = |t: &str, at: usize| {
+        !t[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || "_.-".contains(c))
+    };
     locations.iter().fold(text.to_string(), |t, l| {
-        t.replace(l.as_str(), "<warehouse>")
+        let with = if l.ends_with('/') {
+            "<warehouse>/"
+        } else {
+            "<warehouse>"
+        };
+        let mut out = String::with_capacity(t.len());
+        let mut rest = 0;
+        for (at, _) in t.match_indices(l.as_str()) {
+            if at >= rest && starts_word(&t, at) {
+                out.push_str(&t[rest..at]);
+                out.push_str(with);
+                rest = at + l.len();
+            }
+        }
+        out.push_str(&t[rest..]);
+        out
     })
 }
 
@@ -1504,6 +1675,7 @@ impl FlightSqlService for Service {
             audited,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             timeout,
+            redact: (!caller.1.is_administrator()).then(|| self.locations.clone()),
         })))
     }
 
@@ -2047,5 +2219,30 @@ mod tests {
             "DataSourceExec: file_groups={[[<warehouse>/t/part-0.parquet]]}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_remote_warehouse_is_spelled_by_url_bucket_and_key_prefix_where_a_word_starts() {
+        let warehouse = Warehouse::open("s3://chain/data").expect("opens");
+        let spellings = location_spellings(&warehouse);
+        let text = "Object at location data/rx_fills/part-0.parquet not found; GET \
+                    http://127.0.0.1:9000/chain/data/rx_fills/p.parquet; see metadata/x; \
+                    s3://chain/data/pos";
+        assert_eq!(
+            without_locations(text, &spellings),
+            "Object at location <warehouse>/rx_fills/part-0.parquet not found; GET \
+             http://127.0.0.1:9000/<warehouse>/rx_fills/p.parquet; see metadata/x; \
+             <warehouse>/pos"
+        );
+        // A message that names no location is the same status.
+        let status = Status::unavailable("try again");
+        assert_eq!(redacted(status, &spellings).message(), "try again");
+        let status = Status::unavailable("GET chain/data/pos/part-1.parquet failed");
+        let status = redacted(status, &spellings);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "GET <warehouse>/pos/part-1.parquet failed"
+        );
     }
 }

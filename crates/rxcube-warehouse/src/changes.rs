@@ -9,6 +9,9 @@
 //! rows matching a predicate are replaced, so readers see the old rows or the new ones.
 
 use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use chrono::{DateTime, Utc};
 
 use datafusion::prelude::DataFrame;
 use deltalake::DeltaTable;
@@ -50,8 +53,54 @@ impl Warehouse {
         Ok(Some((version, info)))
     }
 
+    /// When version `version` of the table at `name` was committed (its `commitInfo`
+    /// timestamp); `None` when its log has no such entry or the entry no time. Reads that one
+    /// log entry, not the table; a commit's time never changes, so each is read once per
+    /// process.
+    pub async fn commit_time(&self, name: &str, version: i64) -> Result<Option<DateTime<Utc>>> {
+        static SEEN: LazyLock<Mutex<HashMap<(String, i64), DateTime<Utc>>>> =
+            LazyLock::new(Mutex::default);
+        let url = self.table_url(name);
+        let key = (url.to_string(), version);
+        if let Some(t) = SEEN.lock().ok().and_then(|s| s.get(&key).copied()) {
+            return Ok(Some(t));
+        }
+        let err = |source| WarehouseError::Delta {
+            table: name.to_string(),
+            url: url.to_string(),
+            source,
+        };
+        let Ok(version_u64) = u64::try_from(version) else {
+            return Ok(None);
+        };
+        let table = deltalake::DeltaTableBuilder::from_url(url.clone())
+            .and_then(|b| {
+                b.with_storage_options(self.storage_options().clone())
+                    .build()
+            })
+            .map_err(err)?;
+        let Some(bytes) = table
+            .log_store()
+            .read_commit_entry(version_u64)
+            .await
+            .map_err(err)?
+        else {
+            return Ok(None);
+        };
+        let time = bytes
+            .split(|b| *b == b'\n')
+            .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+            .find_map(|a| a.get("commitInfo")?.get("timestamp")?.as_i64())
+            .and_then(DateTime::from_timestamp_millis);
+        if let (Some(t), Ok(mut seen)) = (time, SEEN.lock()) {
+            seen.insert(key, t);
+        }
+        Ok(time)
+    }
+
     /// The data files added and removed by the commits after version `after` up to and
-    /// including `upto`, of the table at `name`.
+    /// including `upto`, of the table at `name`. Files rewritten without a change of data
+    /// (`dataChange: false`, as a compaction writes them) are not changes.
     pub async fn changes(&self, name: &str, after: i64, upto: i64) -> Result<Vec<FileChange>> {
         let Some(table) = self.load_named(name).await? else {
             return Ok(Vec::new());
@@ -64,6 +113,10 @@ impl Warehouse {
                     (None, Some(f)) => (false, f),
                     _ => continue,
                 };
+                // A compaction rewrites files without changing what they hold.
+                if file.get("dataChange") == Some(&Value::Bool(false)) {
+                    continue;
+                }
                 let partition = file
                     .get("partitionValues")
                     .and_then(Value::as_object)

@@ -26,6 +26,20 @@ pub enum WarehouseError {
     Conflict { table: String },
 }
 
+impl WarehouseError {
+    /// Whether the warehouse is set up wrong (its location, or a table that does not match the
+    /// contract), as opposed to a store that failed: retrying will not help.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(self, Self::Location { .. } | Self::Schema { .. })
+    }
+}
+
+/// Whether `e` itself (not its sources) is a failure of the storage: the object store or the
+/// file system could not be reached, written or read. Walk an error's sources to find one.
+pub fn is_storage_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.is::<object_store::Error>() || e.is::<std::io::Error>()
+}
+
 /// Whether `e` says that another writer committed first (the commit was not made).
 pub(crate) fn is_commit_conflict(e: &deltalake::DeltaTableError) -> bool {
     use deltalake::DeltaTableError as D;

@@ -19,11 +19,13 @@ mod changes;
 mod error;
 pub mod layout;
 mod location;
+pub mod maintenance;
+pub mod runs;
 pub mod stores;
 pub mod system;
 mod upsert;
 
 pub use changes::FileChange;
-pub use error::{Result, WarehouseError};
+pub use error::{Result, WarehouseError, is_storage_error};
 pub use location::Warehouse;
 pub use upsert::{Hook, UpsertOutcome, UpsertRequest};

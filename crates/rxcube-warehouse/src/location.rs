@@ -57,6 +57,11 @@ impl Warehouse {
         self
     }
 
+    /// The options of [`Self::with_storage_options`].
+    pub(crate) fn storage_options(&self) -> &HashMap<String, String> {
+        &self.storage_options
+    }
+
     /// The root URL, ending in `/`.
     pub fn root(&self) -> &Url {
         &self.root

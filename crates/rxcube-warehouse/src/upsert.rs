@@ -20,7 +20,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, Int8Array, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::compute::kernels::cmp::neq;
-use datafusion::arrow::ipc::writer::FileWriter;
+use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::common::Column;
 use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::execution::options::ArrowReadOptions;
@@ -121,9 +121,17 @@ impl Warehouse {
         }
         let source = with_partition_column(def, req.source).map_err(query_err)?;
         // No rebase onto a newer version: the records were matched against this one.
-        let commit = CommitProperties::default()
-            .with_metadata(req.commit_metadata)
-            .with_max_retries(0);
+        let commit_with = |counts: &[(&str, u64)]| {
+            let mut metadata = req.commit_metadata.clone();
+            metadata.extend(
+                counts
+                    .iter()
+                    .map(|(k, v)| (format!("rxcube.{k}"), (*v).into())),
+            );
+            CommitProperties::default()
+                .with_metadata(metadata)
+                .with_max_retries(0)
+        };
 
         let Some(table) = self.load(def).await? else {
             // First import: everything is new; the write creates the table.
@@ -131,7 +139,7 @@ impl Warehouse {
             let state = ctx.state();
             Hook::call(&req.before_commit).await;
             let (table, rows) = self
-                .append(def, table, &state, source, commit, true)
+                .append(def, table, &state, source, commit_with(&[]), true)
                 .await?;
             return Ok(UpsertOutcome {
                 inserted: rows,
@@ -170,6 +178,12 @@ impl Warehouse {
             .await
             .map_err(query_err)?;
         Hook::call(&req.before_commit).await;
+        // The counts go into the commit: a run killed before its log row is logged from them.
+        let commit = commit_with(&[
+            ("inserted", classified.inserted),
+            ("replaced", classified.replaced),
+            ("unchanged", classified.unchanged),
+        ]);
         let table = if classified.replaced == 0 {
             self.append(def, table, &ctx.state(), changed, commit, false)
                 .await?
@@ -372,7 +386,7 @@ fn sort_for_layout(def: &TableDef, df: DataFrame) -> datafusion::error::Result<D
 
 struct Classified {
     schema: deltalake::arrow::datatypes::SchemaRef,
-    /// The new and replacing records, in an Arrow IPC file of the session's disk manager;
+    /// The new and replacing records, in an Arrow IPC stream file of the session's disk manager;
     /// `None` when there are none.
     changed: Option<Arc<dyn SpillFile>>,
     /// Their size in memory.
@@ -466,7 +480,9 @@ async fn classify(
         replaced: 0,
         unchanged: 0,
     };
-    let mut writer: Option<FileWriter<std::io::BufWriter<std::fs::File>>> = None;
+    // The IPC stream format, read back batch by batch (an IPC file split across partitions is
+    // read into memory whole).
+    let mut writer: Option<StreamWriter<std::io::BufWriter<std::fs::File>>> = None;
     let same = Int8Array::new_scalar(SAME);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
@@ -507,7 +523,7 @@ async fn classify(
                 })?;
                 let handle = std::fs::File::create(path)?;
                 out.changed = Some(file);
-                writer.insert(FileWriter::try_new(
+                writer.insert(StreamWriter::try_new(
                     std::io::BufWriter::with_capacity(1 << 20, handle),
                     &schema,
                 )?)

@@ -1,5 +1,5 @@
-//! Shared by the sqllogictest harnesses (`rxcube-cube/tests/slt.rs`,
-//! `rxcube-access/tests/scope_slt.rs`): landing a fixture chain, and printing results the way
+//! Shared by the sqllogictest harness (`rxcube-access/tests/sqllogictests.rs`) and the cube's
+//! `EXPLAIN` tests (`rxcube-cube/tests/explain.rs`): landing a fixture chain, and printing results the way
 //! the `.slt` files expect (floats with 4 decimals, NULL as `NULL`, timestamps ISO 8601).
 
 use std::path::Path;
