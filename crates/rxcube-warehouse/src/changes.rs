@@ -33,6 +33,8 @@ pub struct FileChange {
     pub max: HashMap<String, Value>,
 }
 
+/// Commit times already read, by (table URL, version): a commit's time never changes.
+type CommitTimes = HashMap<(String, i64), DateTime<Utc>>;
 impl Warehouse {
     /// The application metadata (`commitInfo` entries) of the commit that made the loaded
     /// `table` (stored at `name`) what it is, with that version.
@@ -58,8 +60,7 @@ impl Warehouse {
     /// log entry, not the table; a commit's time never changes, so each is read once per
     /// process.
     pub async fn commit_time(&self, name: &str, version: i64) -> Result<Option<DateTime<Utc>>> {
-        static SEEN: LazyLock<Mutex<HashMap<(String, i64), DateTime<Utc>>>> =
-            LazyLock::new(Mutex::default);
+        static SEEN: LazyLock<Mutex<CommitTimes>> = LazyLock::new(Mutex::default);
         let url = self.table_url(name);
         let key = (url.to_string(), version);
         if let Some(t) = SEEN.lock().ok().and_then(|s| s.get(&key).copied()) {
