@@ -131,7 +131,8 @@ class Server:
 
 def client(index, uri, user, node, periods, expected, barrier, go, start, warmup, seconds, results):
     """One client process: log in, then alternate the two queries until the window closes."""
-    out = {"lat": {"score_card": [], "wide_view": []}, "errors": 0, "messages": [], "wrong": 0, "login_s": None}
+    out = {"lat": {"score_card": [], "wide_view": []}, "errors": 0, "messages": [], "wrong": 0, "raw": 0,
+           "login_s": None}
     conn = None
     try:
         import adbc_driver_flightsql.dbapi as adbc
@@ -162,12 +163,13 @@ def client(index, uri, user, node, periods, expected, barrier, go, start, warmup
         try:
             if kind == "score_card":
                 card.execute(SCORE_CARD, (node, period))
-                n = card.fetch_arrow_table().num_rows
+                table = card.fetch_arrow_table()
                 want = expected["score_card"].get(period, 0)
             else:
                 wide.execute(WIDE_VIEW)
-                n = wide.fetch_arrow_table().num_rows
+                table = wide.fetch_arrow_table()
                 want = expected["wide_view"]
+            n = table.num_rows
             elapsed = time.perf_counter() - t
         except Exception as e:  # noqa: BLE001
             if began >= lo:
@@ -177,6 +179,8 @@ def client(index, uri, user, node, periods, expected, barrier, go, start, warmup
             continue
         if began >= lo:
             out["lat"][kind].append(elapsed)
+            # Answered from the raw tables, not a rollup (the server's `rxcube.served_by`).
+            out["raw"] += b"rollup" not in (table.schema.metadata or {}).get(b"rxcube.served_by", b"")
             if n != want:
                 out["wrong"] += 1
                 if len(out["messages"]) < 3:
@@ -309,6 +313,7 @@ def load(args, server, users, card_rows, wide_rows, periods):
     every = lat["score_card"] + lat["wide_view"]
     errors = sum(o["errors"] for o in outs)
     wrong = sum(o["wrong"] for o in outs)
+    raw = sum(o["raw"] for o in outs)
     logins = [o["login_s"] for o in outs if o["login_s"] is not None]
     (t0, c0), (t1, c1) = cpu.get("from", cpu["to"]), cpu["to"]
     cores = (c1 - c0) / (t1 - t0) if t1 > t0 else float("nan")
@@ -326,7 +331,7 @@ def load(args, server, users, card_rows, wide_rows, periods):
           f"{max(v, default=float('nan')) * 1e3:.1f} |" for k, v in lat.items()],
         "",
         f"logins: {len(logins)} of {args.clients}, p50 {pct(logins, 0.5) * 1e3:.0f} ms, max "
-        f"{max(logins, default=float('nan')) * 1e3:.0f} ms; server VmRSS after the logins {logged_in_rss:.0f} MiB, "
+        f"{max(logins, default=float('nan')) * 1e3:.0f} ms; {raw} answers not from a rollup; server VmRSS after the logins {logged_in_rss:.0f} MiB, "
         f"at the end {final_rss:.0f} MiB (peak VmRSS sampled every 100 ms over the measured window)",
     ]
     return {"lines": lines, "errors": errors, "wrong": wrong,
