@@ -157,15 +157,8 @@ def main():
         + f" and `rxcube import rx_fills --follow --poll {args.poll:g}`; one file of one fill every {args.interval:g} s "
           f"for {args.seconds:g} s; probe every {args.probe_every:g} s as {probe_user}; {args.clients} ADBC clients "
           "reading score cards (benches/serve.py's queries) meanwhile; all on the same machine",
-        "",
-        *report["lines"],
-        f"server exit after SIGTERM: {code}",
     ]
-    if report["messages"]:
-        lines += ["", "first errors:", *[f"- {m}" for m in report["messages"]]]
-    print("\n".join(lines))
-    with open(os.path.join(OUT, "freshness.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    serve.publish("freshness.md", lines, report, code)
     if code != 0 or report["failed"]:
         sys.exit(1)
 

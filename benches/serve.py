@@ -76,7 +76,8 @@ def generated_warehouse(rxcube, fills):
 
 def ensure_users(rxcube, wh, pharmacies):
     """One pharmacy manager per pharmacy, `bench_p<id>`; those already there are kept."""
-    listed = set(re.findall(r"bench_p\d+", run([rxcube, "users", "list", "--warehouse", wh])))
+    # `users list` is tab-separated, the user first; pharmacy ids are text (RX101, 00423).
+    listed = {line.split("\t", 1)[0] for line in run([rxcube, "users", "list", "--warehouse", wh]).splitlines()}
     users = []
     for pid in pharmacies:
         name = f"bench_p{pid}"
@@ -244,17 +245,21 @@ def main():
         + (f", pinned to CPUs {args.taskset}" if args.taskset else "") + "; "
         f"{args.clients} ADBC client processes on the same machine, each one connection as one of {len(users)} "
         f"pharmacy managers, alternating score_card and wide_view; {args.warmup:g} s warm-up, {args.seconds:g} s measured",
-        "",
-        *report["lines"],
-        f"exit after SIGTERM: {code}",
     ]
+    publish("serve.md", lines, report, code)
+    if code != 0 or report["errors"] or report["wrong"]:
+        sys.exit(1)
+
+
+def publish(name, head, report, code):
+    """Prints a run's Markdown (its `head` lines, the report, the first errors) and writes it to
+    benches/out/`name`."""
+    lines = [*head, "", *report["lines"], f"server exit after SIGTERM: {code}"]
     if report["messages"]:
         lines += ["", "first errors:", *[f"- {m}" for m in report["messages"]]]
     print("\n".join(lines))
-    with open(os.path.join(OUT, "serve.md"), "w") as f:
+    with open(os.path.join(OUT, name), "w") as f:
         f.write("\n".join(lines) + "\n")
-    if code != 0 or report["errors"] or report["wrong"]:
-        sys.exit(1)
 
 
 def load(args, server, users, card_rows, wide_rows, periods):
