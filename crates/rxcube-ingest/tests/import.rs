@@ -1290,3 +1290,37 @@ async fn a_memory_budget_far_below_the_files_gives_the_same_table_as_none() {
         vec!["12.70", "5.70", "6.70"]
     );
 }
+
+/// Continuous ingestion commits one small import after another (`rxcube import --follow`):
+/// Delta writes a checkpoint at every 100th commit (version 99, the versions counting from 0),
+/// so a reader replays at most 100 log entries, and a reader after the checkpoint still sees
+/// every fill.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_committed_to_a_hundred_times_is_checkpointed_and_reads_every_row() {
+    let f = Fixture::new().await;
+    let mut imports = 0;
+    while f.version(TableName::RxFills).await.unwrap_or(-1) < 99 {
+        let csv = format!(
+            "{FILLS_HEADER}C{imports:03},0,1,local,2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n"
+        );
+        let r = f.import_csv(TableName::RxFills, "one", &csv).await;
+        assert_eq!(
+            (r.status, r.inserted),
+            (Status::Accepted, 1),
+            "{:?}",
+            r.errors
+        );
+        imports += 1;
+        assert!(imports <= 100, "a hundred imports made no version 99");
+    }
+    let log = f.dir.path().join("w").join("rx_fills").join("_delta_log");
+    assert!(
+        log.join("00000000000000000099.checkpoint.parquet")
+            .is_file(),
+        "no checkpoint at version 99 in {}",
+        log.display()
+    );
+    let last = std::fs::read_to_string(log.join("_last_checkpoint")).expect("_last_checkpoint");
+    assert!(last.contains("\"version\":99"), "{last}");
+    assert_eq!(f.count("rx_fills").await, imports);
+}
