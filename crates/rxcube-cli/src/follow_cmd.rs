@@ -1,5 +1,6 @@
 //! `rxcube import --follow DIR`: continuous ingestion from a landing directory
-//! ([`rxcube_ingest::follow`]), one import run per file as it arrives.
+//! ([`rxcube_ingest::follow`]): each scan's new files of a table in one import run (file by
+//! file when that run does not accept them all), each moved aside once its run is over.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,9 @@ use crate::import_cmd::{ImportArgs, error_lines, options, summary};
 
 /// The longest wait before a file whose run failed (not rejected) is tried again.
 const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// The most files that arrived together one import run takes.
+const MAX_BATCH: usize = 256;
 
 /// `println!` that is flushed at once: a log read while the command runs.
 macro_rules! say {
@@ -99,15 +103,35 @@ pub async fn follow(
             eprintln!("note: {note}");
         }
         retries.retain(|path, _| path.exists());
-        for arrival in ready {
+        let now = Instant::now();
+        let ready: Vec<Arrival> = ready
+            .into_iter()
+            .filter(|a| retries.get(&a.path).is_none_or(|r| now >= r.at))
+            .collect();
+        // Files that arrived together for one table land in one run (a run costs about the
+        // same for one file as for many); a run that does not land them all is done again
+        // file by file, so a bad file is set aside alone.
+        let mut one_by_one = Vec::new();
+        for group in ready.chunk_by(|a, b| a.table == b.table) {
+            for batch in group.chunks(MAX_BATCH) {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if batch.len() > 1 && land_together(warehouse, &mut landing, batch, args).await? {
+                    let n = since_compacted.entry(batch[0].table).or_default();
+                    *n += batch.len();
+                    if args.compact_every > 0 && *n >= args.compact_every {
+                        *n = 0;
+                        maintain(warehouse, batch[0].table).await;
+                    }
+                } else {
+                    one_by_one.extend_from_slice(batch);
+                }
+            }
+        }
+        for arrival in one_by_one {
             if stop.load(Ordering::SeqCst) {
                 break;
-            }
-            if retries
-                .get(&arrival.path)
-                .is_some_and(|r| Instant::now() < r.at)
-            {
-                continue;
             }
             match land(warehouse, &mut landing, &arrival, args).await {
                 Ok(accepted) => {
@@ -176,6 +200,52 @@ async fn maintain(warehouse: &Warehouse, table: TableName) {
         Ok(n) => say!("{table}: deleted {n} files no version within the retention reads"),
         Err(e) => eprintln!("warning: {table} was not vacuumed (tried again later): {e}"),
     }
+}
+
+/// Imports `batch` (files of one table, in arrival order) in one run and moves each file to
+/// the imported ones; `false` when the run did not accept them all (nothing was posted: the
+/// files stay, to be imported one by one).
+async fn land_together(
+    warehouse: &Warehouse,
+    landing: &mut Landing,
+    batch: &[Arrival],
+    args: &ImportArgs,
+) -> anyhow::Result<bool> {
+    let table = batch[0].table;
+    let Ok(options) = options(warehouse, table, args) else {
+        return Ok(false);
+    };
+    let paths: Vec<PathBuf> = batch.iter().map(|a| a.path.clone()).collect();
+    let report = match import(warehouse, table, &paths, &options, &NoProgress).await {
+        Ok(r) if r.status == Status::Accepted => r,
+        Ok(_) | Err(_) => {
+            say!(
+                "{} {table} files were not all accepted in one run: importing them one by one",
+                batch.len()
+            );
+            return Ok(false);
+        }
+    };
+    say!("{} files in one run: {}", batch.len(), summary(&report));
+    for arrival in batch {
+        let moved = landing.imported(arrival).with_context(|| {
+            format!(
+                "{} was imported but cannot be moved out of the landing directory",
+                arrival.path.display()
+            )
+        })?;
+        say!("{} -> {}", arrival.path.display(), moved.display());
+    }
+    if args.refresh
+        && let Err(e) =
+            crate::rollup_cmd::refresh(warehouse, rxcube_cube::rollup::Mode::Refresh, false).await
+    {
+        eprintln!(
+            "warning: the rollups were not refreshed after {} {table} files: {e:#}",
+            batch.len()
+        );
+    }
+    Ok(true)
 }
 
 /// Imports one arrived file, then moves it out of the landing area; returns whether it was

@@ -27,7 +27,8 @@ Load reference tables first: pharmacies, peer_groups, targets, employees; then p
 rx_fills, surveys.
 
 Continuous ingestion: `rxcube import --follow DIR` watches a landing directory and imports each \
-file as it arrives, one run per file (same checks, same atomic commit). Files go in the folder \
+file as it arrives (same checks, same atomic commit); files of a table found ready together \
+land in one run, and each alone if that run is rejected. Files go in the folder \
 of their table (DIR/rx_fills/day-1.csv), or straight in DIR with `rxcube import <table> --follow \
 DIR`. A file is taken once its size and time stop changing between two scans (--poll); names \
 starting with . or _ and ending in .tmp or .part are left alone, so a writer may write a \

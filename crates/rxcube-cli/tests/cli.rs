@@ -690,24 +690,30 @@ fn stop_following(child: std::process::Child) -> String {
     text(&out.stdout)
 }
 
+/// `rxcube import -w W [TABLE] --follow LANDING --poll 0.2 [ARGS]`, its output piped.
+fn spawn_follow(w: &str, table: &[&str], landing: &Path, args: &[&str]) -> std::process::Child {
+    use std::process::Stdio;
+    Command::new(env!("CARGO_BIN_EXE_rxcube"))
+        .args(["import", "-w", w])
+        .args(table)
+        .arg("--follow")
+        .arg(landing)
+        .args(["--poll", "0.2"])
+        .args(args)
+        .env_remove("RXCUBE_WAREHOUSE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
 #[test]
 fn follow_imports_each_file_as_it_arrives_and_moves_it_aside() {
-    use std::process::Stdio;
     let dir = tempfile::tempdir().expect("tempdir");
     let w = dir.path().join("w").display().to_string();
     let landing = dir.path().join("landing");
     std::fs::create_dir(&landing).expect("mkdir");
-    let follow = || {
-        Command::new(env!("CARGO_BIN_EXE_rxcube"))
-            .args(["import", "-w", &w, "--follow"])
-            .arg(&landing)
-            .args(["--poll", "0.2", "--compact-every", "2"])
-            .env_remove("RXCUBE_WAREHOUSE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn")
-    };
+    let follow = || spawn_follow(&w, &[], &landing, &["--compact-every", "2"]);
     let mut child = follow();
     // The reference table first, then fills written under a temporary name and renamed into
     // place, as a writer that never exposes a half-written file does.
@@ -718,13 +724,14 @@ fn follow_imports_each_file_as_it_arrives_and_moves_it_aside() {
     await_file(&landing.join("_imported/pharmacies/stores.csv"), &mut child);
     let tmp = fills_csv(&landing.join("rx_fills"), ".day-1.csv.tmp", 1..5, "local");
     std::fs::rename(&tmp, landing.join("rx_fills/day-1.csv")).expect("rename");
+    // One file at a time here (files that arrive together share a run: the next test).
+    await_file(&landing.join("_imported/rx_fills/day-1.csv"), &mut child);
     write(
         &landing.join("rx_fills"),
         "day-2.csv",
         "rx_id,fill_no,pharmacy_id,channel,received_at,filled_at\n\
          9,0,00017,drone,2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n",
     );
-    await_file(&landing.join("_imported/rx_fills/day-1.csv"), &mut child);
     await_file(
         &landing.join("_rejected/rx_fills/day-2.csv.errors.txt"),
         &mut child,
@@ -785,6 +792,81 @@ fn follow_imports_each_file_as_it_arrives_and_moves_it_aside() {
     assert_eq!(
         csv_query(&w, "SELECT count(*) AS n FROM rx_fills"),
         "n\n8\n"
+    );
+}
+
+#[test]
+fn follow_lands_files_that_arrive_together_in_one_run_and_a_bad_one_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = dir.path().join("w").display().to_string();
+    let stores = write(dir.path(), "stores.csv", PHARMACIES);
+    assert!(
+        rxcube(&["import", "-w", &w, "pharmacies", &stores])
+            .status
+            .success()
+    );
+    let landing = dir.path().join("landing");
+    std::fs::create_dir(&landing).expect("mkdir");
+    let follow = || spawn_follow(&w, &["rx_fills"], &landing, &[]);
+    // Three files waiting when the follower starts: one run lands the twelve fills.
+    for (i, name) in ["a.csv", "b.csv", "c.csv"].iter().enumerate() {
+        let first = 4 * i as u32;
+        fills_csv(&landing, name, first..first + 4, "local");
+    }
+    let mut child = follow();
+    await_file(&landing.join("_imported/rx_fills/c.csv"), &mut child);
+    let out = stop_following(child);
+    assert!(
+        out.contains("3 files in one run: rx_fills: accepted: read 12, inserted 12"),
+        "{out}"
+    );
+    assert_eq!(
+        csv_query(
+            &w,
+            "SELECT status, count(*) AS n FROM system.import_log WHERE table_name = 'rx_fills' GROUP BY 1"
+        ),
+        "status,n\naccepted,1\n"
+    );
+
+    // Two good files and a bad one: their run is rejected, posting nothing; then each file
+    // runs alone, so the good ones land and only the bad one is set aside.
+    fills_csv(&landing, "d.csv", 12..14, "crp");
+    write(
+        &landing,
+        "e.csv",
+        "rx_id,fill_no,pharmacy_id,channel,received_at,filled_at\n\
+         99,0,00017,drone,2024-03-01T09:00:00-08:00,2024-03-01T09:10:00-08:00\n",
+    );
+    fills_csv(&landing, "f.csv", 14..17, "crp");
+    let mut child = follow();
+    await_file(
+        &landing.join("_rejected/rx_fills/e.csv.errors.txt"),
+        &mut child,
+    );
+    await_file(&landing.join("_imported/rx_fills/f.csv"), &mut child);
+    let out = stop_following(child);
+    assert!(
+        out.contains(
+            "3 rx_fills files were not all accepted in one run: importing them one by one"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("d.csv: rx_fills: accepted: read 2, inserted 2"),
+        "{out}"
+    );
+    assert!(out.contains("e.csv: rx_fills: rejected"), "{out}");
+    assert!(
+        out.contains("f.csv: rx_fills: accepted: read 3, inserted 3"),
+        "{out}"
+    );
+    assert!(landing.join("_imported/rx_fills/d.csv").exists());
+    assert_eq!(
+        csv_query(
+            &w,
+            "SELECT channel, count(*) AS n FROM rx_fills GROUP BY channel ORDER BY channel"
+        ),
+        "channel,n\ncrp,5\nlocal,12\n"
     );
 }
 
