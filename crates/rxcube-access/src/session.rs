@@ -248,8 +248,7 @@ pub async fn user_session(
     let partition = reach.scope.to_string();
     let planning = with_cache_partition(&planning, &partition)?;
     let state = with_cache_partition(home, &partition)?.state();
-    let catalog_name = state.config().options().catalog.default_catalog.clone();
-    let home_catalog = rxcube_cube::default_catalog(home)?;
+    let (catalog_name, home_catalog) = rxcube_cube::default_catalog(home)?;
     let catalog = Arc::new(MemoryCatalogProvider::new());
     for schema_name in home_catalog.schema_names() {
         if schema_name == "information_schema" {

@@ -132,10 +132,11 @@ pub async fn session_with_rollups(
     Ok((ctx, rollups))
 }
 
-/// The default catalog of `ctx`, where the landed tables, the rollups and the cube live.
+/// The default catalog of `ctx`, where the landed tables, the rollups and the cube live, and
+/// its name.
 pub fn default_catalog(
     ctx: &SessionContext,
-) -> Result<Arc<dyn datafusion::catalog::CatalogProvider>> {
+) -> Result<(String, Arc<dyn datafusion::catalog::CatalogProvider>)> {
     let name = ctx
         .state()
         .config()
@@ -143,8 +144,10 @@ pub fn default_catalog(
         .catalog
         .default_catalog
         .clone();
-    ctx.catalog(&name)
-        .ok_or_else(|| DataFusionError::Plan(format!("catalog {name} is missing")))
+    let catalog = ctx
+        .catalog(&name)
+        .ok_or_else(|| DataFusionError::Plan(format!("catalog {name} is missing")))?;
+    Ok((name, catalog))
 }
 
 /// Registers the cube's relations (`cube.metrics` and the analyst relations of [`views`]) in
@@ -155,7 +158,7 @@ pub fn register(
     def: Arc<CubeDef>,
     rollups: Arc<rollup::Rollups>,
 ) -> Result<()> {
-    let catalog = default_catalog(ctx)?;
+    let (_, catalog) = default_catalog(ctx)?;
     let schema = Arc::new(MemorySchemaProvider::new());
     for (name, table) in relations(def, rollups) {
         schema.register_table(name, table)?;

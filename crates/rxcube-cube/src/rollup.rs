@@ -881,7 +881,7 @@ fn instant(v: Option<&Value>) -> Option<DateTime<Utc>> {
 
 /// Removes the `rx_history` schema [`changed_pharmacies`] registers old versions in.
 fn forget_history(ctx: &SessionContext) {
-    if let Ok(catalog) = crate::default_catalog(ctx) {
+    if let Ok((_, catalog)) = crate::default_catalog(ctx) {
         let _ = catalog.deregister_schema("rx_history", true);
     }
 }

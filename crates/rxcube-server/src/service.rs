@@ -1118,14 +1118,7 @@ impl Service {
         caller: &Caller,
     ) -> Result<(String, Vec<(String, String, &'static str, SchemaRef)>), Status> {
         let ctx = self.user_session(&self.snapshot(), &caller.1).await?;
-        let catalog_name = ctx
-            .state()
-            .config()
-            .options()
-            .catalog
-            .default_catalog
-            .clone();
-        let catalog = rxcube_cube::default_catalog(&ctx)
+        let (catalog_name, catalog) = rxcube_cube::default_catalog(&ctx)
             .map_err(|_| Status::internal("the catalog is missing"))?;
         let mut out = Vec::new();
         let mut schemas = catalog.schema_names();
