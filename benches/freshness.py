@@ -23,7 +23,6 @@ Printed as Markdown for benches/RESULTS.md and written to benches/out/freshness.
 """
 
 import argparse
-import multiprocessing as mp
 import os
 import platform
 import shutil
@@ -164,20 +163,8 @@ def main():
 
 
 def run(args, server, users, probe_user, probe_node, month, day, card_rows, wide_rows, periods, landing, aside):
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(args.clients + 1)
-    go = ctx.Event()
-    start = ctx.Value("d", 0.0)
-    results = ctx.Queue()
-    procs = []
-    for i in range(args.clients):
-        user, node = users[i % len(users)]
-        expected = {"score_card": card_rows.get(node, {}), "wide_view": wide_rows.get(node, 0)}
-        p = ctx.Process(target=serve.client, args=(i, server.uri, user, node, periods, expected, barrier, go, start,
-                                                   0.0, args.seconds + args.drain, results), daemon=True)
-        p.start()
-        procs.append(p)
-    barrier.wait(timeout=300)
+    procs, go, start, results = serve.start_clients(args.clients, server.uri, users, card_rows, wide_rows, periods,
+                                                    0.0, args.seconds + args.drain)
     probe = Probe(server.uri, probe_user, probe_node, month, args.probe_every)
     start.value = time.time()
     go.set()

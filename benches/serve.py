@@ -262,26 +262,34 @@ def publish(name, head, report, code):
         f.write("\n".join(lines) + "\n")
 
 
+def start_clients(n, uri, users, card_rows, wide_rows, periods, warmup, seconds):
+    """Starts `n` client processes (rotating through `users`) and waits until all have logged in;
+    they run once `go` is set, from `start.value`. Returns (processes, go, start, results)."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(n + 1)
+    go = ctx.Event()
+    start = ctx.Value("d", 0.0)
+    results = ctx.Queue()
+    procs = []
+    for i in range(n):
+        user, node = users[i % len(users)]
+        expected = {"score_card": card_rows.get(node, {}), "wide_view": wide_rows.get(node, 0)}
+        p = ctx.Process(target=client, args=(i, uri, user, node, periods, expected, barrier, go, start,
+                                             warmup, seconds, results), daemon=True)
+        p.start()
+        procs.append(p)
+    barrier.wait(timeout=300)
+    return procs, go, start, results
+
+
 def load(args, server, users, card_rows, wide_rows, periods):
     """Runs the clients against the server; the report's table lines and its error counts."""
     time.sleep(0.5)
     idle_rss, _ = server.status()
     print(f"server {server.uri}, pid {server.proc.pid}, VmRSS {idle_rss:.0f} MiB idle", flush=True)
 
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(args.clients + 1)
-    go = ctx.Event()
-    start = ctx.Value("d", 0.0)
-    results = ctx.Queue()
-    procs = []
-    for i in range(args.clients):
-        user, node = users[i % len(users)]
-        expected = {"score_card": card_rows.get(node, {}), "wide_view": wide_rows.get(node, 0)}
-        p = ctx.Process(target=client, args=(i, server.uri, user, node, periods, expected, barrier, go, start,
-                                             args.warmup, args.seconds, results), daemon=True)
-        p.start()
-        procs.append(p)
-    barrier.wait(timeout=300)
+    procs, go, start, results = start_clients(args.clients, server.uri, users, card_rows, wide_rows, periods,
+                                              args.warmup, args.seconds)
     logged_in_rss, _ = server.status()
     start.value = time.time()
     go.set()
