@@ -147,7 +147,7 @@ impl RollupState {
 
     /// `rollups.<name>`.
     pub fn table(&self) -> String {
-        format!("{ROLLUP_SCHEMA}.{}", self.def.name)
+        qualified(&self.def)
     }
 
     /// One line: which rollup, its version and what it was computed from, and what of it is
@@ -374,16 +374,32 @@ impl Rollups {
                         && !state.stale.is_empty()
                     {
                         state.behind_since = behind_since(warehouse, def, r, w, versions).await?;
-                        state.catch_up = catch_up(ctx, warehouse, def, r, w, versions).await?;
                     }
                 }
                 _ => state.stale.push("never built".to_string()),
             }
             states.push(state);
         }
+        // Stale rollups catch up finest first, so that a coarser one merges its changed part
+        // from a finer one that already serves this snapshot instead of the raw facts.
+        let mut order: Vec<usize> = (0..states.len()).collect();
+        order.sort_by_key(|&i| states[i].def.grain);
+        for i in order {
+            let state = &states[i];
+            let (Some(w), false) = (&state.watermark, state.stale.is_empty()) else {
+                continue;
+            };
+            let finer = states
+                .iter()
+                .filter(|f| f.serves() && finer_source(def, &f.def, &state.def))
+                .max_by_key(|f| f.def.grain)
+                .map(|f| f.def.clone());
+            let part = catch_up(ctx, warehouse, def, &state.def, w, versions, finer).await?;
+            states[i].catch_up = part;
+        }
         let rollup_versions = states
             .iter()
-            .filter_map(|s| Some((format!("{ROLLUP_SCHEMA}.{}", s.def.name), s.version?)))
+            .filter_map(|s| Some((s.table(), s.version?)))
             .collect();
         Ok(Self {
             states,
@@ -528,6 +544,7 @@ async fn catch_up(
     rollup: &RollupDef,
     w: &Watermark,
     versions: &Versions,
+    finer: Option<RollupDef>,
 ) -> Result<Option<String>> {
     if w.definition != fingerprint(def, rollup) {
         return Ok(None);
@@ -538,7 +555,7 @@ async fn catch_up(
     let Some(predicate) = part.predicate() else {
         return Ok(None);
     };
-    let table = format!("{ROLLUP_SCHEMA}.{}", rollup.name);
+    let table = qualified(rollup);
     let stored = ctx.table(table.as_str()).await?;
     let columns = stored
         .schema()
@@ -547,7 +564,12 @@ async fn catch_up(
         .map(|f| format!("\"{}\"", f.name().replace('"', "\"\"")))
         .collect::<Vec<_>>()
         .join(", ");
-    let content = rollup_content_sql(def, rollup, ContentFrom::Raw, &part);
+    // The changed part merged from a finer rollup serving this snapshot (its own changed
+    // part caught up), as a refresh would merge it: a touched month is its touched pharmacies'
+    // days, not a month of raw facts.
+    let finer_table = finer.as_ref().map(qualified);
+    let from = content_from(finer.as_ref(), finer_table.as_deref());
+    let content = rollup_content_sql(def, rollup, from, &part);
     let sql = format!(
         "SELECT {columns} FROM {table} WHERE NOT ({predicate}) \
          UNION ALL SELECT {columns} FROM ({content}) AS caught_up"
@@ -560,7 +582,39 @@ async fn catch_up(
         reference,
         Arc::new(datafusion::datasource::ViewTable::new(plan, Some(sql))),
     )?;
-    Ok(Some(describe_part(&part)))
+    Ok(Some(match finer_table {
+        Some(t) => format!("{} (merged from {t})", describe_part(&part)),
+        None => describe_part(&part),
+    }))
+}
+
+/// A rollup's table name in the catalog (`rollups.<name>`).
+fn qualified(rollup: &RollupDef) -> String {
+    format!("{ROLLUP_SCHEMA}.{}", rollup.name)
+}
+
+/// Where a rollup's content is computed from: the rows of `finer` (stored as `table`), or the
+/// raw tables when no finer rollup serves.
+fn content_from<'a>(finer: Option<&RollupDef>, table: Option<&'a str>) -> ContentFrom<'a> {
+    match (finer, table) {
+        (Some(f), Some(table)) => ContentFrom::Rollup(RollupSource {
+            table,
+            grain: f.grain,
+        }),
+        _ => ContentFrom::Raw,
+    }
+}
+
+/// Whether the rows of `coarse` can be merged from those of `finer`: a finer grain that rolls
+/// into its grain, holding every component and median it keeps.
+fn finer_source(def: &CubeDef, finer: &RollupDef, coarse: &RollupDef) -> bool {
+    let (fc, fm) = def.rollup_measures(finer);
+    let (c, m) = def.rollup_measures(coarse);
+    finer.name != coarse.name
+        && finer.grain < coarse.grain
+        && finer.grain.rolls_into(coarse.grain)
+        && c.iter().all(|x| fc.iter().any(|y| y.name == x.name))
+        && m.iter().all(|x| fm.iter().any(|y| y.name == x.name))
 }
 
 /// When the rollup `rollup` with watermark `w` fell behind `versions`: the earliest commit
@@ -691,25 +745,11 @@ pub async fn run_in(
         };
         let finer = fresh
             .iter()
-            .filter(|f| f.name != r.name && f.grain < r.grain && f.grain.rolls_into(r.grain))
-            .filter(|f| {
-                let (fc, fm) = def.rollup_measures(f);
-                let (c, m) = def.rollup_measures(r);
-                c.iter().all(|x| fc.iter().any(|y| y.name == x.name))
-                    && m.iter().all(|x| fm.iter().any(|y| y.name == x.name))
-            })
+            .filter(|f| finer_source(&def, f, r))
             .max_by_key(|f| f.grain)
             .cloned();
-        let finer_table = finer
-            .as_ref()
-            .map(|f| format!("{ROLLUP_SCHEMA}.{}", f.name));
-        let from = match (&finer, &finer_table) {
-            (Some(f), Some(table)) => ContentFrom::Rollup(RollupSource {
-                table,
-                grain: f.grain,
-            }),
-            _ => ContentFrom::Raw,
-        };
+        let finer_table = finer.as_ref().map(qualified);
+        let from = content_from(finer.as_ref(), finer_table.as_deref());
         let sql = rollup_content_sql(&def, r, from, &part);
         tracing::debug!(rollup = %r.name, %sql, "rollup content");
         progress(
@@ -761,7 +801,11 @@ pub async fn run_in(
 fn describe_part(part: &Part) -> String {
     let mut what = Vec::new();
     if let Some((lo, hi)) = part.periods {
-        what.push(format!("periods {lo} .. {hi}"));
+        what.push(match &part.among {
+            Some((a, b)) if a == b => format!("periods {lo} .. {hi} of pharmacy {a}"),
+            Some((a, b)) => format!("periods {lo} .. {hi} of pharmacies {a} .. {b}"),
+            None => format!("periods {lo} .. {hi}"),
+        });
     }
     if !part.pharmacies.is_empty() {
         what.push(format!("{} pharmacies", part.pharmacies.len()));
@@ -786,6 +830,9 @@ async fn changed_part(
     let mut lo: Option<DateTime<Utc>> = None;
     let mut hi: Option<DateTime<Utc>> = None;
     let mut pharmacies: Vec<String> = Vec::new();
+    // The pharmacy ids the changed facts lie between; `None` once a change does not say.
+    let mut among: Option<(String, String)> = None;
+    let mut among_known = true;
     for table in dependencies(def, rollup) {
         let (built, now) = (watermark.sources.get(table), versions.get(table));
         if built == now {
@@ -846,6 +893,21 @@ async fn changed_part(
                     };
                     lo = Some(lo.map_or(a, |x| x.min(a)));
                     hi = Some(hi.map_or(b, |x| x.max(b)));
+                    // Every fact row lands in its own pharmacy's rollup rows only, so the
+                    // file's least and greatest pharmacy id bound the rows it touches (a
+                    // removed file's entry carries no statistics: every pharmacy).
+                    match (
+                        text(c.min.get("pharmacy_id")),
+                        text(c.max.get("pharmacy_id")),
+                    ) {
+                        (Some(p), Some(q)) if among_known => {
+                            among = Some(match among.take() {
+                                Some((x, y)) => (x.min(p), y.max(q)),
+                                None => (p, q),
+                            });
+                        }
+                        _ => among_known = false,
+                    }
                 }
             }
         }
@@ -867,8 +929,15 @@ async fn changed_part(
     };
     Ok(Some(Part {
         periods,
+        among: among.filter(|_| among_known && periods.is_some()),
         pharmacies,
     }))
+}
+
+/// A text statistic of the Delta log (a pharmacy id; integer ids of an older layout as their
+/// decimal text would compare differently, so only text is taken).
+fn text(v: Option<&Value>) -> Option<String> {
+    v?.as_str().map(str::to_string)
 }
 
 /// An instant from the Delta log's statistics (RFC 3339 text).

@@ -815,11 +815,15 @@ pub enum ContentFrom<'a> {
 }
 
 /// The part of a rollup to compute: the periods from `periods.0` to `periods.1` (period starts
-/// at the rollup's grain, inclusive), or every period of `pharmacies`, or both; everything
-/// when neither is given.
+/// at the rollup's grain, inclusive) of the pharmacies whose ids lie in `among` (inclusive; all
+/// of them when `None`), or every period of `pharmacies`, or both; everything when neither is
+/// given.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Part {
     pub periods: Option<(NaiveDateTime, NaiveDateTime)>,
+    /// The least and greatest pharmacy id of the changed facts (text order, as Delta's
+    /// statistics and SQL compare them): a file of one pharmacy's events touches only its rows.
+    pub among: Option<(String, String)>,
     pub pharmacies: Vec<String>,
 }
 
@@ -844,17 +848,30 @@ impl Part {
                 )
             };
             any.push(format!(
-                "(period_month >= {} AND period_month <= {} AND period_start >= {} AND period_start <= {})",
+                "(period_month >= {} AND period_month <= {} AND period_start >= {} AND period_start <= {}{})",
                 month(lo),
                 month(hi),
                 ts(lo),
-                ts(hi)
+                ts(hi),
+                self.among_condition()
             ));
         }
         if !self.pharmacies.is_empty() {
             any.push(format!("pharmacy_id IN ({})", in_list(&self.pharmacies)));
         }
         (!any.is_empty()).then(|| any.join(" OR "))
+    }
+
+    /// ` AND pharmacy_id BETWEEN ..` for [`Self::among`]; empty when it is `None`.
+    fn among_condition(&self) -> String {
+        match &self.among {
+            Some((lo, hi)) => format!(
+                " AND pharmacy_id >= {} AND pharmacy_id <= {}",
+                quote(lo),
+                quote(hi)
+            ),
+            None => String::new(),
+        }
     }
 
     pub fn is_everything(&self) -> bool {
@@ -909,9 +926,10 @@ pub fn rollup_content_sql(
         ContentFrom::Rollup(finer) => {
             let bound = match (&part.periods, part.pharmacies.is_empty()) {
                 (Some((lo, hi)), true) => format!(
-                    " WHERE period_start >= TIMESTAMP '{}' AND period_start < TIMESTAMP '{}'",
+                    " WHERE period_start >= TIMESTAMP '{}' AND period_start < TIMESTAMP '{}'{}",
                     lo.format("%Y-%m-%dT%H:%M:%S"),
-                    crate::time::period_end(rollup.grain, *hi).format("%Y-%m-%dT%H:%M:%S")
+                    crate::time::period_end(rollup.grain, *hi).format("%Y-%m-%dT%H:%M:%S"),
+                    part.among_condition()
                 ),
                 _ => String::new(),
             };

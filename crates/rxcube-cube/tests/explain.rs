@@ -182,8 +182,9 @@ async fn explain_names_the_rollup_or_why_none_serves() {
     );
     assert!(
         caught_up[0].contains(
-            " + raw tables for periods 2024-03-01 00:00:00 .. 2024-03-01 00:00:00 (changed since: \
-             rx_fills is at version 1, the rollup at version 0)"
+            " + raw tables for periods 2024-03-01 00:00:00 .. 2024-03-01 00:00:00 of pharmacy 1 \
+             (merged from rollups.daily) (changed since: rx_fills is at version 1, the rollup at \
+             version 0)"
         ),
         "{caught_up:?}"
     );
@@ -194,7 +195,7 @@ async fn explain_names_the_rollup_or_why_none_serves() {
     assert!(
         caught_up_plan.contains("served by rollup daily (version 0")
             && caught_up_plan
-                .contains(" + raw tables for periods 2024-03-05 00:00:00 .. 2024-03-06 00:00:00"),
+                .contains(" + raw tables for periods 2024-03-05 00:00:00 .. 2024-03-06 00:00:00 of pharmacy 1 (merged from rollups.hourly)"),
         "{caught_up_plan}"
     );
     let caught_up_day = ctx
@@ -267,10 +268,11 @@ async fn explain_names_the_rollup_or_why_none_serves() {
             ("monthly", "refreshed")
         ]
     );
-    // Only the periods around the new fill were recomputed, the coarser from the finer.
+    // Only the periods around the new fill, of its pharmacy, were recomputed, the coarser
+    // from the finer.
     assert_eq!(
         reports[0].part,
-        "periods 2024-03-05 02:00:00 .. 2024-03-06 08:00:00"
+        "periods 2024-03-05 02:00:00 .. 2024-03-06 08:00:00 of pharmacy 1"
     );
     assert_eq!(reports[1].from, "rollup rollups.hourly");
     let ctx = rxcube_cube::session(&warehouse, def.clone())
