@@ -1289,6 +1289,70 @@ async fn a_memory_budget_far_below_the_files_gives_the_same_table_as_none() {
         rows(&bounded.query(spot).await),
         vec!["12.70", "5.70", "6.70"]
     );
+
+    // A few records (the continuous-ingestion case) are matched against the row groups whose
+    // txn_id Bloom filters may hold their keys, and every row group of the table has one.
+    // T0000070 line 1 (b's variant 1) changes, T0000071 line 1 is as on file, T0999999 is new.
+    let few = pos_file([(70, 1, 9), (71, 1, 0), (999_999, 1, 0)].into_iter());
+    let few = unbounded.write("budget-few.csv", &few);
+    for (f, limit) in [(&unbounded, None), (&bounded, budget)] {
+        let r = import_with_budget(f, TableName::Pos, std::slice::from_ref(&few), limit).await;
+        assert_eq!(
+            (r.status, r.inserted, r.replaced, r.unchanged, r.version),
+            (Status::Accepted, 1, 1, 1, Some(2)),
+            "limit {limit:?}"
+        );
+    }
+    assert_eq!(
+        rows(&bounded.query(spot).await),
+        vec!["36.70", "5.70", "6.70"]
+    );
+    let got = rows(&bounded.query(all).await);
+    assert_eq!(got.len(), 615_001);
+    assert!(
+        got == rows(&unbounded.query(all).await),
+        "the tables differ"
+    );
+    let (mut files, mut groups) = (0, 0);
+    for path in parquet_files(&bounded.dir.path().join("w").join("pos")) {
+        let reader = parquet::file::reader::SerializedFileReader::new(
+            std::fs::File::open(&path).expect("open"),
+        )
+        .expect("a Parquet file");
+        use parquet::file::reader::FileReader;
+        for g in reader.metadata().row_groups() {
+            let txn_id = g
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == "txn_id")
+                .expect("txn_id");
+            assert!(
+                txn_id.bloom_filter_offset().is_some(),
+                "{}: a row group without a txn_id Bloom filter",
+                path.display()
+            );
+            groups += 1;
+        }
+        files += 1;
+    }
+    assert!(
+        files > 0 && groups > files,
+        "{files} files, {groups} row groups"
+    );
+}
+
+/// Every `.parquet` file under `dir`.
+fn parquet_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            found.extend(parquet_files(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            found.push(path);
+        }
+    }
+    found
 }
 
 /// Continuous ingestion commits one small import after another (`rxcube import --follow`):

@@ -14,6 +14,10 @@
 //! as it goes and the new and replacing records are written to a spill file of the session,
 //! which the append or the MERGE then reads. A first import streams the sorted source straight
 //! into the write.
+//!
+//! **Few records** (at most [`LOOKUP_ROWS`], the continuous-ingestion case) are matched only
+//! against the table's rows whose first key column holds one of their values: the scan reads the
+//! row groups whose Bloom filters may hold them ([`crate::layout`]), not the whole table.
 
 use std::sync::Arc;
 
@@ -21,7 +25,7 @@ use datafusion::arrow::array::{Array, Int8Array, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::compute::kernels::cmp::neq;
 use datafusion::arrow::ipc::writer::StreamWriter;
-use datafusion::common::Column;
+use datafusion::common::{Column, ScalarValue};
 use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::execution::options::ArrowReadOptions;
 use datafusion::execution::spill_file::SpillFile;
@@ -41,7 +45,7 @@ use rxcube_model::contract::PARTITION_COLUMN;
 use serde_json::Value;
 use tracing::{info, info_span};
 
-use crate::layout::writer_properties;
+use crate::layout::{bloom_key, writer_properties};
 use crate::{Result, Warehouse, WarehouseError};
 
 /// Records to insert or replace in one contract table.
@@ -99,6 +103,10 @@ const INSERT: i8 = 0;
 const SAME: i8 = 1;
 const REPLACE: i8 = 2;
 
+/// A source of at most this many records is matched against the table's rows that share its
+/// key values only (see the module's documentation).
+pub const LOOKUP_ROWS: u64 = 4096;
+
 impl Warehouse {
     /// Inserts new records and replaces records whose natural key is on file, in one commit.
     ///
@@ -149,7 +157,10 @@ impl Warehouse {
         };
 
         let state = join_state(ctx, req.source_bytes);
-        let classified = classify(&state, def, &table, source)
+        let lookup = key_lookup(def, &source, req.source_rows)
+            .await
+            .map_err(query_err)?;
+        let classified = classify(&state, def, &table, source, lookup)
             .await
             .map_err(query_err)?;
         let mut outcome = UpsertOutcome {
@@ -396,14 +407,46 @@ struct Classified {
     unchanged: u64,
 }
 
+/// For a source of at most [`LOOKUP_ROWS`] records of a table with a Bloom-filtered key column:
+/// `target.<key> IN (the source's values)`, which the table's scan prunes its row groups with.
+async fn key_lookup(
+    def: &TableDef,
+    source: &DataFrame,
+    rows: Option<u64>,
+) -> datafusion::error::Result<Option<Expr>> {
+    let Some(key) = bloom_key(def) else {
+        return Ok(None);
+    };
+    if rows.is_none_or(|n| n > LOOKUP_ROWS) {
+        return Ok(None);
+    }
+    let batches = source
+        .clone()
+        .select(vec![col(Column::from_name(key))])?
+        .distinct()?
+        .collect()
+        .await?;
+    let mut values = Vec::new();
+    for batch in &batches {
+        let column = batch.column(0);
+        for i in (0..column.len()).filter(|i| column.is_valid(*i)) {
+            values.push(lit(ScalarValue::try_from_array(column, i)?));
+        }
+    }
+    Ok(Some(
+        col(Column::new(Some(TARGET), key)).in_list(values, false),
+    ))
+}
+
 /// Joins the incoming records to the table on the natural key and sorts them into new,
 /// replacing and unchanged, streaming: counts them all, and writes the new and replacing ones
-/// to a spill file.
+/// to a spill file. `lookup` narrows the table's rows to those that can match.
 async fn classify(
     state: &SessionState,
     def: &TableDef,
     table: &DeltaTable,
     source: DataFrame,
+    lookup: Option<Expr>,
 ) -> datafusion::error::Result<Classified> {
     table
         .update_datafusion_session(state)
@@ -414,16 +457,15 @@ async fn classify(
     // full for every batch that points into them: cast to the records' own types, which copies
     // each batch's strings out, so a bounded pool counts what the join really holds.
     let source_schema = source.schema().clone();
-    let target = DataFrame::new(
-        state.clone(),
-        datafusion::logical_expr::LogicalPlanBuilder::scan(
-            TARGET,
-            datafusion::datasource::provider_as_source(provider),
-            None,
-        )?
-        .build()?,
-    )
-    .select(
+    let mut scan = datafusion::logical_expr::LogicalPlanBuilder::scan(
+        TARGET,
+        datafusion::datasource::provider_as_source(provider),
+        None,
+    )?;
+    if let Some(lookup) = lookup {
+        scan = scan.filter(lookup)?;
+    }
+    let target = DataFrame::new(state.clone(), scan.build()?).select(
         columns
             .iter()
             .map(|c| {
