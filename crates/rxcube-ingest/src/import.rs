@@ -27,7 +27,7 @@ use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use rxcube_model::{TableDef, TableName};
-use rxcube_warehouse::catalog::{new_session, register_tables};
+use rxcube_warehouse::catalog::{new_session, register_contract_tables};
 use rxcube_warehouse::runs::RUN_KEY;
 use rxcube_warehouse::system::{ImportErrorEntry, ImportLogEntry};
 use rxcube_warehouse::{Hook, UpsertRequest, Warehouse, WarehouseError};
@@ -187,8 +187,15 @@ pub async fn import(
     // Held until the run ends; first, what killed runs left is repaired when none runs.
     let _guard = warehouse.begin_import().await;
 
+    // The tables this one's references point to, and only those: each load replays a log.
     let ctx = new_session();
-    register_tables(&ctx, warehouse).await?;
+    let mut referenced: Vec<TableName> = Vec::new();
+    for r in def.references {
+        if !referenced.contains(&r.table) {
+            referenced.push(r.table);
+        }
+    }
+    register_contract_tables(&ctx, warehouse, referenced).await?;
     let mut refs = load_references(&ctx, def).await?;
     refs.target_metrics = options.target_metrics.clone();
 

@@ -44,8 +44,27 @@ pub type Versions = BTreeMap<String, i64>;
 /// Registers every contract table and system table of `warehouse` in `ctx`; returns the
 /// versions of the contract tables registered.
 pub async fn register_tables(ctx: &SessionContext, warehouse: &Warehouse) -> Result<Versions> {
+    let versions = register_contract_tables(ctx, warehouse, TableName::ALL).await?;
+    for system in SystemTable::ALL {
+        let provider = match warehouse.load_named(system.location()).await? {
+            Some(delta) => delta_provider(ctx, system.name(), &delta).await?,
+            None => empty(system.name(), system.schema())?,
+        };
+        register(ctx, SYSTEM_SCHEMA, system.name(), provider)?;
+    }
+    Ok(versions)
+}
+
+/// Registers the contract tables `tables` of `warehouse` in `ctx` (an empty one for a table
+/// never imported); returns the versions of those registered from the warehouse. Loading a
+/// table replays its log, so a job registers only the tables it reads.
+pub async fn register_contract_tables(
+    ctx: &SessionContext,
+    warehouse: &Warehouse,
+    tables: impl IntoIterator<Item = TableName>,
+) -> Result<Versions> {
     let mut versions = Versions::new();
-    for table in TableName::ALL {
+    for table in tables {
         let def = table.def();
         let provider = match warehouse.load(def).await? {
             Some(delta) => {
@@ -57,13 +76,6 @@ pub async fn register_tables(ctx: &SessionContext, warehouse: &Warehouse) -> Res
             None => empty(def.name, def.stored_schema())?,
         };
         register(ctx, DEFAULT_SCHEMA, def.name, provider)?;
-    }
-    for system in SystemTable::ALL {
-        let provider = match warehouse.load_named(system.location()).await? {
-            Some(delta) => delta_provider(ctx, system.name(), &delta).await?,
-            None => empty(system.name(), system.schema())?,
-        };
-        register(ctx, SYSTEM_SCHEMA, system.name(), provider)?;
     }
     Ok(versions)
 }
