@@ -33,9 +33,17 @@ const MAX_BYTES: usize = 256 << 20;
 /// The largest result kept.
 const MAX_ENTRY_BYTES: usize = 16 << 20;
 
+/// A kept result, and what served the relations its plan read (their
+/// [`crate::relation::served_by_uncached`] labels), for the result's metadata on a hit.
+#[derive(Debug)]
+struct Entry {
+    batches: Vec<RecordBatch>,
+    served: Vec<String>,
+}
+
 #[derive(Debug, Default)]
 struct Results {
-    entries: HashMap<String, Arc<Vec<RecordBatch>>>,
+    entries: HashMap<String, Arc<Entry>>,
     order: VecDeque<(String, usize)>,
     bytes: usize,
 }
@@ -46,20 +54,25 @@ fn size(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::get_array_memory_size).sum()
 }
 
-/// The cached result under `key`, as a plan over the batches.
-pub fn lookup(key: &str, schema: SchemaRef) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+/// A cached result as a plan over its batches, and what served the relations it was
+/// computed from.
+pub type Hit = (Arc<dyn ExecutionPlan>, Vec<String>);
+
+/// The cached result under `key`.
+pub fn lookup(key: &str, schema: SchemaRef) -> Result<Option<Hit>> {
     let hit = RESULTS
         .lock()
         .ok()
         .and_then(|r| r.entries.get(key).cloned());
-    let Some(batches) = hit else {
+    let Some(entry) = hit else {
         return Ok(None);
     };
-    let plan = MemorySourceConfig::try_new_exec(&[batches.as_ref().clone()], schema, None)?;
-    Ok(Some(plan))
+    let plan =
+        MemorySourceConfig::try_new_exec(std::slice::from_ref(&entry.batches), schema, None)?;
+    Ok(Some((plan, entry.served.clone())))
 }
 
-fn insert(key: String, batches: Vec<RecordBatch>) {
+fn insert(key: String, batches: Vec<RecordBatch>, served: Vec<String>) {
     let bytes = size(&batches);
     if bytes > MAX_ENTRY_BYTES {
         return;
@@ -77,19 +90,25 @@ fn insert(key: String, batches: Vec<RecordBatch>) {
         r.entries.remove(&old);
         r.bytes -= n;
     }
-    r.entries.insert(key.clone(), Arc::new(batches));
+    r.entries
+        .insert(key.clone(), Arc::new(Entry { batches, served }));
     r.order.push_back((key, bytes));
     r.bytes += bytes;
 }
 
-/// Wraps `plan` so that a complete execution stores its result under `key`.
-pub fn filling(plan: Arc<dyn ExecutionPlan>, key: String) -> Arc<dyn ExecutionPlan> {
+/// Wraps `plan` so that a complete execution stores its result under `key`, with `served`
+/// (what served the relations `plan` reads).
+pub fn filling(
+    plan: Arc<dyn ExecutionPlan>,
+    key: String,
+    served: Vec<String>,
+) -> Arc<dyn ExecutionPlan> {
     let input: Arc<dyn ExecutionPlan> = if plan.output_partitioning().partition_count() > 1 {
         Arc::new(CoalescePartitionsExec::new(plan))
     } else {
         plan
     };
-    Arc::new(FillExec { input, key })
+    Arc::new(FillExec { input, key, served })
 }
 
 /// Passes its input through and, once it has ended, keeps every batch in the cache.
@@ -97,6 +116,7 @@ pub fn filling(plan: Arc<dyn ExecutionPlan>, key: String) -> Arc<dyn ExecutionPl
 struct FillExec {
     input: Arc<dyn ExecutionPlan>,
     key: String,
+    served: Vec<String>,
 }
 
 impl DisplayAs for FillExec {
@@ -146,6 +166,7 @@ impl ExecutionPlan for FillExec {
         Ok(Arc::new(FillExec {
             input,
             key: self.key.clone(),
+            served: self.served.clone(),
         }))
     }
 
@@ -157,6 +178,7 @@ impl ExecutionPlan for FillExec {
         Ok(Box::pin(Filling {
             input: self.input.execute(partition, context)?,
             key: Some(self.key.clone()),
+            served: self.served.clone(),
             batches: Vec::new(),
             bytes: 0,
         }))
@@ -167,6 +189,7 @@ struct Filling {
     input: SendableRecordBatchStream,
     /// Taken when the result is stored, or dropped when it grows too large or fails.
     key: Option<String>,
+    served: Vec<String>,
     batches: Vec<RecordBatch>,
     bytes: usize,
 }
@@ -191,7 +214,8 @@ impl Stream for Filling {
             Poll::Ready(None) => {
                 if let Some(key) = self.key.take() {
                     let batches = std::mem::take(&mut self.batches);
-                    insert(key, batches);
+                    let served = std::mem::take(&mut self.served);
+                    insert(key, batches, served);
                 }
             }
             _ => {}

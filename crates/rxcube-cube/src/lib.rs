@@ -180,21 +180,29 @@ pub fn relations(
         )
     }
     let has = |names: &[&str]| names.iter().all(|n| def.lookup(n).is_some());
+    // The views read the same snapshot as cube.metrics: their results are cached with it.
+    let snapshot = rollups.snapshot.clone();
     let mut out = vec![
         table("metrics", metrics::MetricsTable::new(def.clone(), rollups)),
         table(
             "metric_definitions",
             views::MetricDefinitions::new(def.clone()),
         ),
-        table("rankings", views::View::rankings(&def)),
-        table("attainment", views::View::attainment(&def)),
-        table("alerts", views::View::alerts(&def)),
+        table("rankings", views::View::rankings(&def).reading(&snapshot)),
+        table(
+            "attainment",
+            views::View::attainment(&def).reading(&snapshot),
+        ),
+        table("alerts", views::View::alerts(&def).reading(&snapshot)),
     ];
     if has(&views::View::VOLUME_METRICS) {
-        out.push(table("volume", views::View::volume()));
+        out.push(table("volume", views::View::volume().reading(&snapshot)));
     }
     if has(&views::View::TREND_METRICS) {
-        out.push(table("weekly_trend", views::View::weekly_trend()));
+        out.push(table(
+            "weekly_trend",
+            views::View::weekly_trend().reading(&snapshot),
+        ));
     }
     if has(&views::Budget::METRICS) {
         out.push(table("budget", views::Budget::default()));

@@ -257,19 +257,27 @@ impl<R: Relation> TableProvider for CubeTable<R> {
             .get::<crate::CubeOptions>();
         let caching = options.is_none_or(|o| o.result_cache);
         let partition = options.map_or("", |o| o.cache_partition.as_str());
-        let key = self
-            .relation
-            .snapshot()
-            .filter(|_| caching)
-            .map(|s| format!("{partition}\n{s}\n{sql}\n{filters:?}\n{names:?}"));
+        // The settings that change what the relations inside a view answer, or what serves
+        // them, though the view's SQL stays the same.
+        let (protected, rollups) = options.map_or((false, true), |o| (o.small_cells, o.rollups));
+        let key = self.relation.snapshot().filter(|_| caching).map(|s| {
+            format!(
+                "{partition}\nsmall_cells={protected} rollups={rollups}\n{s}\n{sql}\n{filters:?}\n{names:?}"
+            )
+        });
         let schema = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
         if let Some(key) = &key
-            && let Some(hit) = crate::cache::lookup(key, schema)?
+            && let Some((hit, within)) = crate::cache::lookup(key, schema)?
         {
-            return Ok(Arc::new(ServedExec::cached(self.name.clone(), note, hit)));
+            return Ok(Arc::new(ServedExec::cached(
+                self.name.clone(),
+                note,
+                hit,
+                within,
+            )));
         }
         let state = state
             .as_any()
@@ -305,7 +313,10 @@ impl<R: Relation> TableProvider for CubeTable<R> {
             .create_physical_plan()
             .await?;
         let plan = match key {
-            Some(key) => crate::cache::filling(plan, key),
+            Some(key) => {
+                let within = served_by_uncached(&plan);
+                crate::cache::filling(plan, key, within)
+            }
             None => plan,
         };
         Ok(match note {
@@ -324,6 +335,9 @@ pub struct ServedExec {
     note: Option<String>,
     /// Whether the result cache answers it.
     cached: bool,
+    /// What served the relations the cached result was computed from (a view's
+    /// `cube.metrics`), as [`served_by_uncached`] named them then.
+    within: Vec<String>,
     input: Arc<dyn ExecutionPlan>,
 }
 
@@ -333,16 +347,24 @@ impl ServedExec {
             relation,
             note: Some(note),
             cached: false,
+            within: Vec::new(),
             input,
         }
     }
 
-    /// A relation answered from the result cache ([`crate::cache`]), `input` its result.
-    pub fn cached(relation: String, note: Option<String>, input: Arc<dyn ExecutionPlan>) -> Self {
+    /// A relation answered from the result cache ([`crate::cache`]), `input` its result,
+    /// `within` what served the relations it was computed from.
+    pub fn cached(
+        relation: String,
+        note: Option<String>,
+        input: Arc<dyn ExecutionPlan>,
+        within: Vec<String>,
+    ) -> Self {
         Self {
             relation,
             note,
             cached: true,
+            within,
             input,
         }
     }
@@ -442,6 +464,11 @@ fn served(plan: &Arc<dyn ExecutionPlan>, cache: bool) -> Vec<String> {
                 let label = format!("{}: {what}", s.relation);
                 if !out.contains(&label) {
                     out.push(label);
+                }
+            }
+            for label in &s.within {
+                if !out.contains(label) {
+                    out.push(label.clone());
                 }
             }
             // Its relation's plan is not among its children.

@@ -250,6 +250,8 @@ pub struct View {
     doc: String,
     sql: String,
     columns: Vec<Column>,
+    /// The snapshot its relations and tables read ([`View::reading`]); empty: not cached.
+    snapshot: String,
 }
 
 impl Relation for View {
@@ -268,9 +270,24 @@ impl Relation for View {
     fn body(&self) -> String {
         self.sql.clone()
     }
+
+    /// A view reads `cube.metrics` and landed tables only, all of the one snapshot: its
+    /// results are cached like theirs ([`crate::cache`]).
+    fn snapshot(&self) -> Option<&str> {
+        Some(self.snapshot.as_str()).filter(|s| !s.is_empty())
+    }
 }
 
 impl View {
+    /// The view over `snapshot` (the session's [`crate::rollup::Rollups::snapshot`]), so its
+    /// results are cached for that snapshot.
+    pub fn reading(self, snapshot: &str) -> Self {
+        Self {
+            snapshot: snapshot.to_string(),
+            ..self
+        }
+    }
+
     /// The metrics `cube.volume` reads; a definition without them does not get it.
     pub const VOLUME_METRICS: [&str; 4] = [
         "local_fills",
@@ -337,6 +354,7 @@ impl View {
             day = last_day("m."),
         );
         Self {
+            snapshot: String::new(),
             doc: "Every metric ranked, per period: pharmacies among their peer group (as \
                   cube.metrics ranks them), and every node below the division among its \
                   siblings, the children of the same parent on the period's last local day. \
@@ -405,6 +423,7 @@ impl View {
             metrics = in_list(&metrics),
         );
         Self {
+            snapshot: String::new(),
             doc: "Target attainment: each pharmacy's value of every targeted metric, per \
                   period, against each target tier of its peer group (the peer group and the \
                   target in effect on the period's last local day), with the bonus earned per \
@@ -482,6 +501,7 @@ impl View {
             margin = def.alerts.peer_margin_pct,
         );
         Self {
+            snapshot: String::new(),
             doc: format!(
                 "Alerts: the pharmacies whose metric in the current pay period (the latest with \
                  facts, still open) is worse than their peer group's threshold tier (tier 1, \
@@ -519,6 +539,7 @@ impl View {
     pub fn volume() -> Self {
         let m = Self::VOLUME_METRICS;
         Self {
+            snapshot: String::new(),
             doc: "Diagnostics of volume and processing per hour and per day, at every org \
                   level: local fills, the on-time share and the median processing minutes. \
                   Filter on level, node, grain and period_start (say, the hours of one day or \
@@ -564,6 +585,7 @@ impl View {
     pub fn weekly_trend() -> Self {
         let m = Self::TREND_METRICS;
         Self {
+            snapshot: String::new(),
             doc: "Weekly trend (ISO weeks, Monday first) of on-time processing, CRP usage and OTC \
                   sales per Rx, at every org level. For the six months before a day D: \
                   WHERE period_start > D - INTERVAL '6 months' AND period_start <= D."
