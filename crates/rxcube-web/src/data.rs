@@ -93,10 +93,12 @@ fn numbers(a: &ArrayRef) -> Option<Vec<Option<f64>>> {
 /// Runs `sql` for the signed-in `user` through the server's limits (its scoped session, the
 /// statement timeout, a memory pool of its own, its running statements).
 pub async fn query(service: &Service, user: &SignedIn, sql: &str) -> Result<Rows, PageError> {
-    match service
+    let began = std::time::Instant::now();
+    let collected = service
         .collect(&user.principal, &user.session, sql, user.client.clone())
-        .await
-    {
+        .await;
+    tracing::debug!(sql, elapsed = ?began.elapsed(), "web: a page's query");
+    match collected {
         Ok(batches) => rows(&batches).map_err(|e| {
             tracing::warn!(sql, "web: a page's result is unreadable: {e}");
             PageError::Failed
