@@ -5,6 +5,7 @@
 #   benches/bench.sh cube [--fills 20000000]      # raw-path cube queries vs DuckDB SQL on the same Parquet
 #   benches/bench.sh rollups [--fills 20000000]   # rollup build, and queries served from rollups, vs DuckDB
 #   benches/bench.sh serve [--warehouse W] [--clients 32] [--seconds 30]   # concurrent ADBC clients over Flight SQL
+#   benches/bench.sh pages [--fills 20000000] [--clients 32]   # score-card pages over HTTP, signed-in managers
 #   benches/bench.sh freshness [--fills 20000000] [--seconds 600]   # a dropped fill's time to the score card, under load
 #
 # Builds rxcube in release mode and creates a Python venv with DuckDB (benches/requirements.txt).

@@ -109,6 +109,7 @@ class Server:
             self.proc.kill()
             sys.exit(f"rxcube serve did not start (stdout {line!r}); see {OUT}/serve.stderr")
         self.uri = m.group(1)
+        self.lines = lines  # what the server prints after its Flight SQL address
 
     def status(self):
         """(VmRSS, VmHWM) in MiB."""
@@ -262,6 +263,41 @@ def publish(name, head, report, code):
         f.write("\n".join(lines) + "\n")
 
 
+class Sampler:
+    """Samples a server while clients run: its VmRSS every 100 ms and its CPU time, both from
+    `measuring_from` (epoch seconds) on."""
+
+    def __init__(self, server, measuring_from):
+        self.server, self.measuring_from = server, measuring_from
+        self.peak_rss = 0.0
+        self.cpu_from = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.done.is_set():
+            now = time.time()
+            if self.cpu_from is None and now >= self.measuring_from:
+                self.cpu_from = (now, self.server.cpu_seconds())
+            rss, _ = self.server.status()
+            if now >= self.measuring_from:
+                self.peak_rss = max(self.peak_rss, rss)
+            time.sleep(0.1)
+
+    def cores(self):
+        """The server's cores busy from `measuring_from` until now."""
+        t1, c1 = time.time(), self.server.cpu_seconds()
+        t0, c0 = self.cpu_from or (t1, c1)
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else float("nan")
+
+    def stop(self):
+        """Stops sampling; the peak VmRSS (MiB) seen."""
+        self.done.set()
+        self.thread.join()
+        return self.peak_rss
+
+
 def start_clients(n, uri, users, card_rows, wide_rows, periods, warmup, seconds):
     """Starts `n` client processes (rotating through `users`) and waits until all have logged in;
     they run once `go` is set, from `start.value`. Returns (processes, go, start, results)."""
@@ -295,29 +331,11 @@ def load(args, server, users, card_rows, wide_rows, periods):
     go.set()
 
     # Sample the server while the clients run.
-    peak_rss = 0.0
-    stop_sampling = threading.Event()
-    cpu = {}
-
-    def sample():
-        nonlocal peak_rss
-        measuring_from = start.value + args.warmup
-        while not stop_sampling.is_set():
-            now = time.time()
-            if "from" not in cpu and now >= measuring_from:
-                cpu["from"] = (now, server.cpu_seconds())
-            rss, _ = server.status()
-            if now >= measuring_from:
-                peak_rss = max(peak_rss, rss)
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    sampler = Sampler(server, start.value + args.warmup)
     time.sleep(args.warmup + args.seconds)
-    cpu["to"] = (time.time(), server.cpu_seconds())
+    cores = sampler.cores()
     outs = [results.get(timeout=120) for _ in procs]
-    stop_sampling.set()
-    sampler.join()
+    peak_rss = sampler.stop()
     for p in procs:
         p.join(timeout=30)
     final_rss, hwm = server.status()
@@ -328,8 +346,6 @@ def load(args, server, users, card_rows, wide_rows, periods):
     wrong = sum(o["wrong"] for o in outs)
     raw = sum(o["raw"] for o in outs)
     logins = [o["login_s"] for o in outs if o["login_s"] is not None]
-    (t0, c0), (t1, c1) = cpu.get("from", cpu["to"]), cpu["to"]
-    cores = (c1 - c0) / (t1 - t0) if t1 > t0 else float("nan")
     lines = [
         "| clients | queries | queries/s | p50 ms | p99 ms | max ms | errors | wrong | server CPU cores | "
         "server VmRSS idle MiB | peak VmRSS MiB | VmHWM MiB |",
