@@ -33,6 +33,10 @@ pub use service::Service;
 /// The status of a refused call, as the service's public methods return it.
 pub use tonic::{Code, Status};
 
+/// How long calls in flight may take to finish once the server is told to stop; then they are
+/// closed and the server stops anyway (the audit log is still written).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// How to serve.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -52,8 +56,8 @@ pub struct Options {
     pub limits: Limits,
 }
 
-/// Serves `warehouse` until `shutdown` completes, then finishes the calls in flight and
-/// writes the audit log. Prints `listening on grpc[+tls]://ADDR` on stdout once listening.
+/// Serves `warehouse` until `shutdown` completes, then finishes the calls in flight (for at
+/// most [`SHUTDOWN_GRACE`]) and writes the audit log. Prints `listening on grpc[+tls]://ADDR` on stdout once listening.
 pub async fn serve(
     warehouse: Warehouse,
     options: Options,
@@ -147,15 +151,37 @@ pub async fn serve_service(
     }
     listening()?;
     tracing::info!(%local, warehouse = %warehouse.root(), "serving Flight SQL");
-    let result = server
+    // On the signal, calls in flight get SHUTDOWN_GRACE to finish. A client that holds a
+    // stream open without reading it (a dashboard's pooled cursor) would otherwise keep the
+    // server from stopping for as long as it lives.
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = server
         .add_service(FlightServiceServer::from_arc(service))
         .serve_with_incoming_shutdown(
             // TCP_NODELAY: a response's last small frame (its trailers) goes out at once
             // instead of waiting for the client's delayed ACK (40 ms on Linux) behind Nagle.
             TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await;
+            async move {
+                shutdown.await;
+                let _ = stopping.send(());
+            },
+        );
+    let result = tokio::select! {
+        result = serving => result,
+        _ = async {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(
+                "calls still in flight {} s after the shutdown signal: closing them",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    };
     reloader.abort();
     sweeper.abort();
     flusher.abort();
