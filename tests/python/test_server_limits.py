@@ -264,8 +264,10 @@ def test_a_runaway_query_stops_at_the_statement_timeout(server):
                and "statement timeout" in (r["detail"] or ""), "the timed-out query")
 
 
+# A Flight SQL client process: runs `sql` and reads its stream to the end, or with `hold`
+# reads one batch and then holds the stream unread.
 CLIENT = r"""
-import sys, pyarrow.flight as flight
+import sys, time, pyarrow.flight as flight
 from flightsql import flightsql_pb2 as pb
 from flightsql.client import flight_descriptor
 uri, user, password, sql = sys.argv[1:5]
@@ -273,6 +275,10 @@ client = flight.FlightClient(uri)
 options = flight.FlightCallOptions(headers=[client.authenticate_basic_token(user, password)])
 info = client.get_flight_info(flight_descriptor(pb.CommandStatementQuery(query=sql)), options)
 reader = client.do_get(info.endpoints[0].ticket, options)
+if sys.argv[5:] == ["hold"]:
+    reader.read_chunk()
+    print("holding", flush=True)
+    time.sleep(600)
 print("reading", flush=True)
 for chunk in reader:
     print("chunk", flush=True)
@@ -601,28 +607,13 @@ def test_failed_sign_ins_from_an_address_are_throttled(server):
     assert "too many failed sign-ins" in str(err.value), err.value
 
 
-HOLDER = r"""
-import sys, time, pyarrow.flight as flight
-from flightsql import flightsql_pb2 as pb
-from flightsql.client import flight_descriptor
-uri, user, password, sql = sys.argv[1:5]
-client = flight.FlightClient(uri)
-options = flight.FlightCallOptions(headers=[client.authenticate_basic_token(user, password)])
-info = client.get_flight_info(flight_descriptor(pb.CommandStatementQuery(query=sql)), options)
-reader = client.do_get(info.endpoints[0].ticket, options)
-reader.read_chunk()
-print("holding", flush=True)
-time.sleep(600)
-"""
-
-
 def test_a_stream_held_unread_does_not_keep_the_server_from_stopping(server):
     """A client that reads one batch of a large result and then holds the stream (a
     dashboard's pooled cursor) does not hold up SIGTERM: the calls in flight get their grace
     (10 s), then the server stops with exit code 0."""
     s = server()
-    client = subprocess.Popen([sys.executable, "-c", HOLDER, s.uri, "dana2", PASSWORD,
-                               "SELECT * FROM rx_fills a CROSS JOIN (VALUES (1), (2), (3), (4)) AS t(k)"],
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, s.uri, "dana2", PASSWORD,
+                               "SELECT * FROM rx_fills a CROSS JOIN (VALUES (1), (2), (3), (4)) AS t(k)", "hold"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert client.stdout.readline().strip() == "holding", client.stderr.read()
