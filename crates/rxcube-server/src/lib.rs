@@ -57,7 +57,8 @@ pub struct Options {
 }
 
 /// Serves `warehouse` until `shutdown` completes, then finishes the calls in flight (for at
-/// most [`SHUTDOWN_GRACE`]) and writes the audit log. Prints `listening on grpc[+tls]://ADDR` on stdout once listening.
+/// most [`SHUTDOWN_GRACE`]) and writes the audit log. Prints `listening on
+/// grpc[+tls]://ADDR` on stdout once listening.
 pub async fn serve(
     warehouse: Warehouse,
     options: Options,
