@@ -88,9 +88,7 @@ class Probe(threading.Thread):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rxcube", required=True)
-    ap.add_argument("--warehouse", help="this warehouse (default: the demo chain in benches/out/serve-demo)")
-    ap.add_argument("--fills", type=int, help="the generated chain of benches/cube.py with about this many fills")
+    serve.add_warehouse_args(ap)
     ap.add_argument("--seconds", type=float, default=600, help="how long files keep arriving")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between files")
     ap.add_argument("--clients", type=int, default=32)
@@ -101,16 +99,8 @@ def main():
     ap.add_argument("--probe-every", type=float, default=0.1)
     ap.add_argument("--drain", type=float, default=60, help="seconds to wait for the last files")
     args = ap.parse_args()
-    os.makedirs(OUT, exist_ok=True)
-    rxcube = os.path.abspath(args.rxcube)
-    if args.warehouse:
-        wh = args.warehouse
-    elif args.fills:
-        wh = serve.generated_warehouse(rxcube, args.fills)
-    else:
-        wh = serve.demo_warehouse(rxcube)
-
-    pharmacies = [r["pharmacy_id"] for r in serve.admin(rxcube, wh, "SELECT DISTINCT pharmacy_id FROM pharmacies ORDER BY 1")]
+    rxcube, wh = serve.warehouse_of(args)
+    pharmacies = serve.pharmacies_of(rxcube, wh)
     probe_node = pharmacies[min(6, len(pharmacies) - 1)]
     users = serve.ensure_users(rxcube, wh, pharmacies[:args.users])
     if probe_node not in {n for _, n in users}:

@@ -35,8 +35,8 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve import (OUT, PASSWORD, Sampler, Server, admin, demo_warehouse, ensure_users,  # noqa: E402
-                   generated_warehouse, pct, publish, run)
+from serve import (PASSWORD, Sampler, Server, add_warehouse_args, admin, ensure_users,  # noqa: E402
+                   pct, pharmacies_of, publish, run, warehouse_of)
 
 ON_TIME = re.compile(r'data-metric="on_time_pct" data-field="value">([^<]*)<')
 PAGE_LIMIT = 100 * 1024
@@ -138,26 +138,15 @@ def client(index, host, port, user, node, periods, expected, barrier, go, start,
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rxcube", required=True)
-    ap.add_argument("--warehouse", help="serve this warehouse (default: the demo chain in benches/out/serve-demo)")
-    ap.add_argument("--fills", type=int, help="serve the generated chain of benches/cube.py with about this many fills")
+    add_warehouse_args(ap)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--warmup", type=float, default=5)
     ap.add_argument("--users", type=int, default=64, help="pharmacy managers to rotate through (at most one per pharmacy)")
     ap.add_argument("--periods", type=int, default=6, help="the latest pay periods the clients step through")
     args = ap.parse_args()
-    os.makedirs(OUT, exist_ok=True)
-    rxcube = os.path.abspath(args.rxcube)
-
-    if args.warehouse:
-        wh = args.warehouse
-    elif args.fills:
-        wh = generated_warehouse(rxcube, args.fills)
-    else:
-        wh = demo_warehouse(rxcube)
-
-    pharmacies = [r["pharmacy_id"] for r in admin(rxcube, wh, "SELECT DISTINCT pharmacy_id FROM pharmacies ORDER BY 1")]
+    rxcube, wh = warehouse_of(args)
+    pharmacies = pharmacies_of(rxcube, wh)
     fills = admin(rxcube, wh, "SELECT count(*) AS n FROM rx_fills")[0]["n"]
     users = ensure_users(rxcube, wh, pharmacies[:args.users])
     nodes = {node for _, node in users}

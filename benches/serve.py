@@ -74,6 +74,31 @@ def generated_warehouse(rxcube, fills):
     return wh
 
 
+def add_warehouse_args(ap):
+    """The serving benches' --rxcube, --warehouse and --fills: the binary and what it serves."""
+    ap.add_argument("--rxcube", required=True)
+    ap.add_argument("--warehouse", help="serve this warehouse (default: the demo chain in benches/out/serve-demo)")
+    ap.add_argument("--fills", type=int, help="serve the generated chain of benches/cube.py with about this many fills")
+
+
+def warehouse_of(args):
+    """(the rxcube binary's absolute path, the warehouse to serve) for add_warehouse_args' flags:
+    --warehouse as given, the generated chain of --fills (landed and rolled up when missing), or
+    the demo chain."""
+    os.makedirs(OUT, exist_ok=True)
+    rxcube = os.path.abspath(args.rxcube)
+    if args.warehouse:
+        return rxcube, args.warehouse
+    if args.fills:
+        return rxcube, generated_warehouse(rxcube, args.fills)
+    return rxcube, demo_warehouse(rxcube)
+
+
+def pharmacies_of(rxcube, wh):
+    """The warehouse's pharmacy ids, sorted."""
+    return [r["pharmacy_id"] for r in admin(rxcube, wh, "SELECT DISTINCT pharmacy_id FROM pharmacies ORDER BY 1")]
+
+
 def ensure_users(rxcube, wh, pharmacies):
     """One pharmacy manager per pharmacy, `bench_p<id>`; those already there are kept."""
     # `users list` is tab-separated, the user first; pharmacy ids are text (RX101, 00423).
@@ -200,26 +225,15 @@ def pct(xs, q):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rxcube", required=True)
-    ap.add_argument("--warehouse", help="serve this warehouse (default: the demo chain in benches/out/serve-demo)")
-    ap.add_argument("--fills", type=int, help="serve the generated chain of benches/cube.py with about this many fills")
+    add_warehouse_args(ap)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--warmup", type=float, default=3)
     ap.add_argument("--users", type=int, default=64, help="pharmacy managers to rotate through (at most one per pharmacy)")
     ap.add_argument("--taskset", help="CPUs to pin the server to, e.g. 0,1 (default: not pinned)")
     args = ap.parse_args()
-    os.makedirs(OUT, exist_ok=True)
-    rxcube = os.path.abspath(args.rxcube)
-
-    if args.warehouse:
-        wh = args.warehouse
-    elif args.fills:
-        wh = generated_warehouse(rxcube, args.fills)
-    else:
-        wh = demo_warehouse(rxcube)
-
-    pharmacies = [r["pharmacy_id"] for r in admin(rxcube, wh, "SELECT DISTINCT pharmacy_id FROM pharmacies ORDER BY 1")]
+    rxcube, wh = warehouse_of(args)
+    pharmacies = pharmacies_of(rxcube, wh)
     fills = admin(rxcube, wh, "SELECT count(*) AS n FROM rx_fills")[0]["n"]
     users = ensure_users(rxcube, wh, pharmacies[:args.users])
     # What each answer must hold, from the administrator.
