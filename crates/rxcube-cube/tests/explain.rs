@@ -415,16 +415,8 @@ async fn view_results_are_cached_per_snapshot_and_protection() {
             .expect("set");
     };
     let mut answers = Vec::new();
-    for protected in ["false", "true"] {
-        set(
-            ctx.clone(),
-            if protected == "true" {
-                "rxcube.small_cells = true"
-            } else {
-                "rxcube.small_cells = false"
-            },
-        )
-        .await;
+    for protected in ["rxcube.small_cells = false", "rxcube.small_cells = true"] {
+        set(ctx.clone(), protected).await;
         let (first, served) = answer(ctx.clone()).await;
         assert!(
             served
@@ -435,10 +427,10 @@ async fn view_results_are_cached_per_snapshot_and_protection() {
         let plan = explain(&ctx, sql).await;
         assert!(
             plan.contains("CubeScanExec: cube.rankings served by a cached result"),
-            "small_cells = {protected}: {plan}"
+            "{protected}: {plan}"
         );
         let (again, served) = answer(ctx.clone()).await;
-        assert_eq!(again, first, "small_cells = {protected}");
+        assert_eq!(again, first, "{protected}");
         assert!(
             served.contains(&"cube.rankings: a cached result".to_string()),
             "{served:?}"
@@ -451,7 +443,7 @@ async fn view_results_are_cached_per_snapshot_and_protection() {
         );
         set(ctx.clone(), "rxcube.result_cache = false").await;
         let (recomputed, _) = answer(ctx.clone()).await;
-        assert_eq!(recomputed, first, "small_cells = {protected}");
+        assert_eq!(recomputed, first, "{protected}");
         set(ctx.clone(), "rxcube.result_cache = true").await;
         answers.push(first);
     }
