@@ -77,6 +77,10 @@ pub struct Snapshot {
     pub org: OrgIndex,
     /// The rollups the home session reads, fresh or stale (`system.rollups`).
     pub rollups: std::sync::Arc<rxcube_cube::rollup::Rollups>,
+    /// What every answer of this snapshot depends on: each landed table's and rollup's
+    /// version ([`rxcube_cube::rollup::Rollups::snapshot`]) and the cube definition. Two
+    /// loads with the same version answer every statement alike.
+    pub version: String,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -90,9 +94,21 @@ impl Snapshot {
         let def = rxcube_cube::definition_for(warehouse)
             .map_err(|e| AccessError::Invalid(e.to_string()))?;
         let default_timezone = def.time.default_timezone.clone();
+        let definition = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            format!("{def:?}").hash(&mut h);
+            h.finish()
+        };
         let (home, rollups) = rxcube_cube::session_with_rollups(warehouse, def).await?;
         let org = OrgIndex::load(&home, &default_timezone).await?;
-        Ok(Self { home, org, rollups })
+        let version = format!("{}\ncube definition {definition:016x}", rollups.snapshot);
+        Ok(Self {
+            home,
+            org,
+            rollups,
+            version,
+        })
     }
 
     /// The session of `principal`: its scope's relations only, scoped and masked.

@@ -10,6 +10,7 @@
 //! - [`throttle`]: failed sign-ins slow down the names and addresses making them.
 //! - [`refresh`]: the server keeps the rollups fresh itself, in the background, debounced.
 
+mod kept;
 pub mod limits;
 pub mod metadata;
 pub mod refresh;

@@ -211,6 +211,8 @@ pub struct Service {
     prepared: Mutex<HashMap<String, Prepared>>,
     /// Each principal's session over the current snapshot, built on its first statement.
     user_sessions: Mutex<HashMap<String, (Arc<Snapshot>, SessionContext)>>,
+    /// The pages' answers, per snapshot and principal ([`Service::collect_kept`]).
+    kept: Mutex<crate::kept::Kept>,
     running: Running,
     throttle: Throttle,
     /// Password checks at once (each argon2 check takes tens of milliseconds and MiBs).
@@ -279,6 +281,14 @@ fn flight_status(e: FlightError) -> Status {
     }
 }
 
+/// What a principal's session is built from: its name, scope and privileges.
+fn session_key(principal: &Principal) -> String {
+    format!(
+        "{}\n{}\n{:?}",
+        principal.name, principal.scope, principal.privileges
+    )
+}
+
 /// The caller of a call: the key its tickets and handles are bound to (the token, or the
 /// basic-auth account), and the principal.
 type Caller = (String, Principal);
@@ -316,6 +326,7 @@ impl Service {
             planned: Mutex::default(),
             prepared: Mutex::default(),
             user_sessions: Mutex::default(),
+            kept: Mutex::default(),
             running: Running::default(),
             throttle: Throttle::new(
                 limits.max_failed_logins,
@@ -507,10 +518,7 @@ impl Service {
         snapshot: &Arc<Snapshot>,
         principal: &Principal,
     ) -> Result<SessionContext, Status> {
-        let key = format!(
-            "{}\n{}\n{:?}",
-            principal.name, principal.scope, principal.privileges
-        );
+        let key = session_key(principal);
         if let Ok(cache) = self.user_sessions.lock()
             && let Some((built_on, ctx)) = cache.get(&key)
             && Arc::ptr_eq(built_on, snapshot)
@@ -666,6 +674,36 @@ impl Service {
                 )),
             )),
         }
+    }
+
+    /// [`Service::collect`] for a statement whose answer depends only on the snapshot and the
+    /// principal's session (the pages' statements over the cube relations and the contract
+    /// tables; not the system tables, `now()` or `random()`): its answer is kept for that
+    /// snapshot and principal ([`crate::kept`]) and read back when the same principal asks
+    /// again, without planning. Only answers computed wholly on one snapshot are kept.
+    pub async fn collect_kept(
+        &self,
+        principal: &Principal,
+        session: &str,
+        sql: &str,
+        client: Option<String>,
+    ) -> Result<Arc<[RecordBatch]>, Status> {
+        let key = format!("{}\n{sql}", session_key(principal));
+        let before = self.snapshot().version.clone();
+        if let Some(hit) = self.kept.lock().ok().and_then(|k| k.get(&before, &key)) {
+            return Ok(hit);
+        }
+        let batches: Arc<[RecordBatch]> =
+            self.collect(principal, session, sql, client).await?.into();
+        // The statement is planned on the snapshot served at some moment in between; table
+        // and rollup versions only grow, so the same version before and after is its own.
+        let after = self.snapshot().version.clone();
+        if before == after
+            && let Ok(mut kept) = self.kept.lock()
+        {
+            kept.insert(&after, key, batches.clone());
+        }
+        Ok(batches)
     }
 
     /// Who is calling: a valid bearer token's account as it is now, or valid basic credentials.

@@ -91,11 +91,13 @@ fn numbers(a: &ArrayRef) -> Option<Vec<Option<f64>>> {
 }
 
 /// Runs `sql` for the signed-in `user` through the server's limits (its scoped session, the
-/// statement timeout, a memory pool of its own, its running statements).
+/// statement timeout, a memory pool of its own, its running statements). Every page's SQL is
+/// over the snapshot's relations only, so its answer is kept for the snapshot and the user
+/// ([`Service::collect_kept`]): a page opened again is read back without planning.
 pub async fn query(service: &Service, user: &SignedIn, sql: &str) -> Result<Rows, PageError> {
     let began = std::time::Instant::now();
     let collected = service
-        .collect(&user.principal, &user.session, sql, user.client.clone())
+        .collect_kept(&user.principal, &user.session, sql, user.client.clone())
         .await;
     tracing::debug!(sql, elapsed = ?began.elapsed(), "web: a page's query");
     match collected {

@@ -390,6 +390,56 @@ async fn a_pharmacy_card_shows_the_hand_worked_figures() {
     );
 }
 
+/// Pages' answers are kept per snapshot and user (`Service::collect_kept`): opened again on the
+/// same snapshot a card is the same; after an import and a reload it shows the new fill; the
+/// same statement of users of other scopes is answered in their own scope.
+#[tokio::test(flavor = "multi_thread")]
+async fn kept_answers_follow_the_snapshot_and_stay_within_the_user() {
+    let s = site(false).await;
+    let alpha = s.sign_in("alpha").await;
+    let on_time = |html: &str| figure(html, "on_time_pct", "value", None);
+    let card = s.get("/card/pharmacy/1", Some(&alpha)).await;
+    assert_eq!(on_time(&card.body).as_deref(), Some("80.0%"));
+    // A new local fill of pharmacy 1 in the period, 5 minutes against its 15: on time, so
+    // 5/6 = 83.3% (the fixture README's 4/5 plus this one).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rx_fills.csv");
+    std::fs::write(
+        &file,
+        "rx_id,fill_no,pharmacy_id,channel,received_at,filled_at\n\
+         7,0,1,local,2024-03-06T09:00:00-08:00,2024-03-06T09:05:00-08:00\n",
+    )
+    .expect("write");
+    let report = rxcube_ingest::import(
+        &s.warehouse,
+        rxcube_model::TableName::RxFills,
+        &[file],
+        &rxcube_ingest::ImportOptions::default(),
+        &rxcube_ingest::NoProgress,
+    )
+    .await
+    .expect("import runs");
+    assert_eq!(report.status, rxcube_ingest::Status::Accepted);
+    // The server still serves the snapshot it loaded: the same card.
+    let again = s.get("/card/pharmacy/1", Some(&alpha)).await;
+    assert_eq!(again.body, card.body);
+    s.service.reload().await.expect("reload");
+    let fresh = s.get("/card/pharmacy/1", Some(&alpha)).await;
+    assert_eq!(on_time(&fresh.body).as_deref(), Some("83.3%"));
+    assert_eq!(
+        figure(&fresh.body, "on_time_pct", "peer_avg", None).as_deref(),
+        Some("83.3%")
+    );
+    // One search, the same statement for three scopes, each answered in its own.
+    let west = s.sign_in("west").await;
+    let gamma = s.sign_in("gamma").await;
+    for _ in 0..2 {
+        assert_eq!(results(&search(&s, "a", &alpha).await.body), ["1"]);
+        assert_eq!(results(&search(&s, "a", &west).await.body), ["1", "2"]);
+        assert_eq!(results(&search(&s, "a", &gamma).await.body), ["3"]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_region_card_ranks_its_children_and_links_them() {
     let s = site(false).await;
