@@ -14,7 +14,7 @@ flightsql-dbapi / SQLAlchemy, the Flight SQL JDBC driver). Clients sign in with 
 `rxcube users` (basic auth; the handshake returns a bearer token) and see the catalog of \
 `rxcube sql` through their org scope. The server is read-only; strings go out as Utf8 (not \
 Utf8View). It picks up new imports, rollups and user changes every --reload seconds, writes the \
-audit log (system.audit_log) every second, and stops gracefully on Ctrl-C or SIGTERM (calls in flight get 10 s to finish).
+audit log (system.audit_log) every second, and stops gracefully on Ctrl-C or SIGTERM (calls and page requests in flight get 10 s to finish).
 
 Rollups: when an import or a reference change makes a rollup stale, the server refreshes the \
 rollups itself in the background, as `rxcube rollup refresh` does, once --refresh-debounce \

@@ -57,6 +57,32 @@ pub struct Options {
     pub limits: Limits,
 }
 
+/// Runs `serving`, a server's graceful shutdown, to its end, or until [`SHUTDOWN_GRACE`] after
+/// `stopped` (sent when the shutdown signal came): then the `what` still in flight (calls, page
+/// requests) are closed, with a warning.
+pub async fn graced<E>(
+    serving: impl Future<Output = Result<(), E>>,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+    what: &str,
+) -> Result<(), E> {
+    tokio::select! {
+        result = serving => result,
+        () = async {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(
+                "{what} still in flight {} s after the shutdown signal: closing them",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Serves `warehouse` until `shutdown` completes, then finishes the calls in flight (for at
 /// most [`SHUTDOWN_GRACE`]) and writes the audit log. Prints `listening on
 /// grpc[+tls]://ADDR` on stdout once listening.
@@ -168,22 +194,7 @@ pub async fn serve_service(
                 let _ = stopping.send(());
             },
         );
-    let result = tokio::select! {
-        result = serving => result,
-        _ = async {
-            if stopped.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            tracing::warn!(
-                "calls still in flight {} s after the shutdown signal: closing them",
-                SHUTDOWN_GRACE.as_secs()
-            );
-            Ok(())
-        }
-    };
+    let result = graced(serving, stopped, "calls").await;
     reloader.abort();
     sweeper.abort();
     flusher.abort();

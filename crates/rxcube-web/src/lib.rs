@@ -204,7 +204,9 @@ pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerC
     Ok(Arc::new(config))
 }
 
-/// Serves the pages on `listener` (over TLS with `tls`) until `shutdown` completes.
+/// Serves the pages on `listener` (over TLS with `tls`) until `shutdown` completes; requests
+/// in flight then get [`rxcube_server::SHUTDOWN_GRACE`] to finish (a client that sends half a
+/// request, or stops reading a response, does not keep the server from stopping).
 pub async fn serve(
     web: Arc<Web>,
     listener: tokio::net::TcpListener,
@@ -213,13 +215,18 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let app = router(web);
     let Some(tls) = tls else {
-        return axum::serve(
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the web server failed");
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        });
+        return rxcube_server::graced(serving.into_future(), stopped, "page requests")
+            .await
+            .context("the web server failed");
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let mut shutdown = std::pin::pin!(shutdown);
