@@ -54,6 +54,21 @@ fn size(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::get_array_memory_size).sum()
 }
 
+/// `batches` copied into arrays of their own, sized to their rows: a batch out of a filter or a
+/// window shares (and would keep alive) buffers allocated for many more rows (a 20-row result
+/// reported 650 KB), so a store of results keeps and counts these copies instead.
+pub fn compacted(batches: Vec<RecordBatch>) -> Vec<RecordBatch> {
+    batches
+        .into_iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| {
+            let n = u32::try_from(b.num_rows()).unwrap_or(u32::MAX);
+            let all = arrow::array::UInt32Array::from_iter_values(0..n);
+            arrow::compute::take_record_batch(&b, &all).unwrap_or(b)
+        })
+        .collect()
+}
+
 /// A cached result as a plan over its batches, and what served the relations it was
 /// computed from.
 pub type Hit = (Arc<dyn ExecutionPlan>, Vec<String>);
@@ -73,6 +88,7 @@ pub fn lookup(key: &str, schema: SchemaRef) -> Result<Option<Hit>> {
 }
 
 fn insert(key: String, batches: Vec<RecordBatch>, served: Vec<String>) {
+    let batches = compacted(batches);
     let bytes = size(&batches);
     if bytes > MAX_ENTRY_BYTES {
         return;

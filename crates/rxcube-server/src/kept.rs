@@ -40,8 +40,10 @@ impl Kept {
         self.entries.get(key).cloned()
     }
 
-    /// Keeps `batches`, computed on `snapshot`, under `key`; answers of any other snapshot go.
-    pub(crate) fn insert(&mut self, snapshot: &str, key: String, batches: Arc<[RecordBatch]>) {
+    /// Keeps `batches`, computed on `snapshot`, under `key` (a compact copy,
+    /// [`rxcube_cube::cache::compacted`]); answers of any other snapshot go.
+    pub(crate) fn insert(&mut self, snapshot: &str, key: String, batches: &[RecordBatch]) {
+        let batches: Arc<[RecordBatch]> = rxcube_cube::cache::compacted(batches.to_vec()).into();
         let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
         if bytes > MAX_ENTRY_BYTES {
             return;
@@ -89,26 +91,39 @@ mod tests {
     #[test]
     fn answers_are_kept_per_snapshot_and_key() {
         let mut kept = Kept::default();
-        kept.insert("s1", "pat\nq".into(), batch(3));
+        kept.insert("s1", "pat\nq".into(), &batch(3));
         assert_eq!(kept.get("s1", "pat\nq").map(|b| b[0].num_rows()), Some(3));
         assert!(kept.get("s1", "sam\nq").is_none(), "another user's key");
         assert!(kept.get("s2", "pat\nq").is_none(), "another snapshot");
-        kept.insert("s2", "pat\nr".into(), batch(1));
+        kept.insert("s2", "pat\nr".into(), &batch(1));
         assert!(kept.get("s1", "pat\nq").is_none());
         assert_eq!(kept.len(), 1, "the old snapshot's answers are dropped");
+    }
+
+    /// A few rows sliced out of a large batch are kept (and counted) at their own size.
+    #[test]
+    fn answers_are_kept_compact() {
+        let mut kept = Kept::default();
+        let big = batch(1 << 16);
+        let few: Arc<[RecordBatch]> = Arc::from(vec![big[0].slice(10, 3)]);
+        assert!(few[0].get_array_memory_size() >= 8 << 16);
+        kept.insert("s", "few".into(), &few);
+        let got = kept.get("s", "few").expect("kept");
+        assert_eq!(got[0], few[0], "the same rows");
+        assert!(kept.bytes < 1024, "{} bytes kept for 3 rows", kept.bytes);
     }
 
     #[test]
     fn the_store_is_bounded() {
         let mut kept = Kept::default();
         // An answer over the entry bound is not kept at all.
-        kept.insert("s", "big".into(), batch((MAX_ENTRY_BYTES / 8 + 1) as i64));
+        kept.insert("s", "big".into(), &batch((MAX_ENTRY_BYTES / 8 + 1) as i64));
         assert!(kept.get("s", "big").is_none());
         // Answers of half the entry bound: the store holds at most MAX_BYTES of them, the
         // oldest going first.
         let n = MAX_BYTES / (MAX_ENTRY_BYTES / 2) + 4;
         for i in 0..n {
-            kept.insert("s", format!("k{i}"), batch((MAX_ENTRY_BYTES / 16) as i64));
+            kept.insert("s", format!("k{i}"), &batch((MAX_ENTRY_BYTES / 16) as i64));
         }
         assert!(kept.bytes <= MAX_BYTES);
         assert!(kept.get("s", "k0").is_none(), "the oldest went first");

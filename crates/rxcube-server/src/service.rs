@@ -701,7 +701,7 @@ impl Service {
         if before == after
             && let Ok(mut kept) = self.kept.lock()
         {
-            kept.insert(&after, key, batches.clone());
+            kept.insert(&after, key, &batches);
         }
         Ok(batches)
     }
