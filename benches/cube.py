@@ -15,6 +15,10 @@ the domain's definitions over the tables' Parquet files (read_parquet), with ins
 written by hand where a query is about one period. The answers are compared (6 significant
 digits) before any time is reported. Reported: median seconds per side, the ratio
 rxcube / DuckDB per query, and their geometric mean (goal <= 1.0).
+
+The DuckDB side is a **strawman**: straightforward SQL with a per-row ICU `timezone()` call and
+range joins, not DuckDB written as its experts would write it (a small (zone, UTC hour) offset
+table, interval joins), which answers the same rows several times faster. The output says so.
 """
 
 import argparse
@@ -352,11 +356,12 @@ def main():
         f"chain: {pharmacies} pharmacies x {DAYS} days, {fills:,} fills; 2 threads each; median of {args.runs} warm runs; "
         f"one-pharmacy queries on pharmacy {PHARMACY}",
         "",
-        "| query | rows | rxcube s | DuckDB s | rxcube / DuckDB |",
+        "| query | rows | rxcube s | DuckDB (strawman SQL) s | rxcube / DuckDB |",
         "|---|---|---|---|---|",
         *[f"| {n} | {r} | {a:.3f} | {b:.3f} | {x:.2f}x |" for n, r, a, b, x in results],
         "",
-        f"geometric mean rxcube / DuckDB: {geo:.2f}x (goal <= 1.0); DuckDB {duckdb.__version__}",
+        f"geometric mean rxcube / DuckDB: {geo:.2f}x (goal <= 1.0); DuckDB {duckdb.__version__}, strawman SQL "
+        "(per-row timezone(), range joins: not the tuned peer)",
     ]
     print("\n".join(lines))
     with open(os.path.join(OUT, "cube.md"), "w") as f:
