@@ -3,6 +3,7 @@
 #
 #   benches/bench.sh import [--fills 10000000]    # import of generated fills vs DuckDB CSV->Parquet
 #   benches/bench.sh cube [--fills 20000000]      # raw-path cube queries vs DuckDB SQL on the same Parquet
+#   benches/bench.sh tuned [--fills 4700000]      # raw-path cube queries vs the tuned DuckDB peer (benches/duckdb-tuned/)
 #   benches/bench.sh rollups [--fills 20000000]   # rollup build, and queries served from rollups, vs DuckDB
 #   benches/bench.sh serve [--warehouse W] [--clients 32] [--seconds 30]   # concurrent ADBC clients over Flight SQL
 #   benches/bench.sh pages [--fills 20000000] [--clients 32]   # score-card pages over HTTP, signed-in managers

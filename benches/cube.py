@@ -71,6 +71,26 @@ def warehouse_for(rxcube, chain):
     return wh
 
 
+def live_files(table_dir):
+    """The Parquet files of a Delta table's current version, replayed from its JSON log."""
+    import glob
+    import json
+    from urllib.parse import unquote
+    log = os.path.join(table_dir, "_delta_log")
+    if os.path.exists(os.path.join(log, "_last_checkpoint")):
+        sys.exit(f"{table_dir}: the log has a checkpoint; this script replays JSON commits only")
+    files = set()
+    for commit in sorted(glob.glob(os.path.join(log, "*.json"))):
+        with open(commit) as f:
+            for line in f:
+                action = json.loads(line)
+                if "add" in action:
+                    files.add(action["add"]["path"])
+                elif "remove" in action:
+                    files.discard(action["remove"]["path"])
+    return sorted(os.path.join(table_dir, unquote(p)) for p in files)
+
+
 # ---------------------------------------------------------------------------------------------
 # rxcube: the cube relations.
 
@@ -318,6 +338,23 @@ def same(a, b):
     return math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9)
 
 
+def compared(name, header, ours_t, ours_rows, theirs_t, theirs_rows):
+    """Checks both sides' rows equal (`same`, DuckDB's timestamps as rxcube prints them) and
+    returns (name, rows, rxcube median s, DuckDB median s, ratio)."""
+    assert ours_rows, name
+    assert len(ours_rows) == len(theirs_rows), (name, len(ours_rows), len(theirs_rows))
+    def text(c):  # an ISO timestamp as either side prints it: '2024-02-18T00:00:00' or with a space
+        return c[:10] + " " + c[11:] if isinstance(c, str) and len(c) == 19 and c[10] == "T" else c
+    for o, t in zip(ours_rows, theirs_rows):
+        assert all(same(text(a), text(b)) for a, b in zip(o, t)), (name, header, o, t)
+    a, b = statistics.median(ours_t), statistics.median(theirs_t)
+    return name, len(ours_rows), a, b, a / b
+
+
+def geomean(results):
+    return math.exp(sum(math.log(r[4]) for r in results) / len(results))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rxcube", required=True)
@@ -343,14 +380,9 @@ def main():
         print(f"{name} ...", flush=True)
         ours_t, header, ours_rows = run_rxcube(args.rxcube, wh, ours_q[name], args.runs)
         theirs_t, theirs_rows = run_duck(con, theirs_q[name], args.runs)
-        assert len(ours_rows) == len(theirs_rows), (name, len(ours_rows), len(theirs_rows))
-        assert ours_rows, name
-        for o, t in zip(ours_rows, theirs_rows):
-            assert all(same(a, b) for a, b in zip(o, t)), (name, header, o, t)
-        a, b = statistics.median(ours_t), statistics.median(theirs_t)
-        results.append((name, len(ours_rows), a, b, a / b))
+        results.append(compared(name, header, ours_t, ours_rows, theirs_t, theirs_rows))
 
-    geo = math.exp(sum(math.log(r[4]) for r in results) / len(results))
+    geo = geomean(results)
     lines = [
         f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         f"chain: {pharmacies} pharmacies x {DAYS} days, {fills:,} fills; 2 threads each; median of {args.runs} warm runs; "

@@ -56,25 +56,9 @@ def run_all(rxcube, wh, sql, runs, env):
     return times, first, served[0] if served else ""
 
 
-def live_files(table):
-    """The data files of a Delta table's latest version, replayed from its JSON log."""
-    import glob
-    import json
-    live = []
-    for entry in sorted(glob.glob(os.path.join(table, "_delta_log", "*.json"))):
-        with open(entry) as f:
-            for line in f:
-                action = json.loads(line)
-                if "add" in action:
-                    live.append(action["add"]["path"])
-                elif "remove" in action:
-                    live.remove(action["remove"]["path"])
-    return [os.path.join(table, p) for p in live]
-
-
 def duck_rollup_queries(wh):
     """Score card and peer ranking from the live Parquet files of the daily rollup."""
-    files = ", ".join(f"'{f}'" for f in live_files(f"{wh}/_rxcube/rollups/daily"))
+    files = ", ".join(f"'{f}'" for f in cube.live_files(f"{wh}/_rxcube/rollups/daily"))
     hi = (cube.datetime.date.fromisoformat(cube.PERIOD) + cube.datetime.timedelta(days=14)).isoformat()
     cells = f"""
       r AS (SELECT * FROM read_parquet([{files}])
