@@ -161,11 +161,19 @@ def pick_pharmacy(con, pharmacy=None):
     return PHARMACY
 
 
-def duck_setup(con, wh):
+def duck_setup(con, wh, meta=False):
+    """One view per contract table over its live Parquet files (`live_files`: a glob would also
+    read files a correction replaced), with `meta` a `<table>_meta` view of their
+    `parquet_metadata` too, and the `tz` view of each pharmacy's zone."""
     con.execute("SET threads = 2")
     con.execute("SET TimeZone = 'UTC'")
     for t in ORDER:
-        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{wh}/{t}/**/*.parquet', hive_partitioning = false)")
+        files = live_files(os.path.join(wh, t))
+        assert files, f"{wh}/{t}: no live files"
+        listed = "[" + ", ".join(f"'{p}'" for p in files) + "]"
+        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet({listed}, hive_partitioning = false)")
+        if meta:
+            con.execute(f"CREATE VIEW {t}_meta AS SELECT * FROM parquet_metadata({listed})")
     con.execute("""CREATE VIEW tz AS SELECT pharmacy_id, coalesce(arg_max(timezone, valid_from), 'America/Los_Angeles') AS tz
                    FROM pharmacies GROUP BY pharmacy_id""")
 

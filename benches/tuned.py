@@ -16,28 +16,15 @@ each Delta table's current version (from its log), plus a `<table>_meta` view of
 """
 
 import argparse
-import math
 import os
 import platform
-import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cube  # noqa: E402  (the chain, the warehouse and the rxcube runner are shared)
-
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import cube  # noqa: E402  (the chain, the warehouse, the views and the rxcube runner are shared)
+
 KEY = ", ".join(f"'{m}'" for m in cube.KEY)
-
-
-def duck_setup(con, wh):
-    con.execute("SET threads = 2")
-    con.execute("SET TimeZone = 'UTC'")
-    for t in cube.ORDER:
-        files = cube.live_files(os.path.join(wh, t))
-        assert files, t
-        listed = "[" + ", ".join(f"'{p}'" for p in files) + "]"
-        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet({listed}, hive_partitioning = false)")
-        con.execute(f"CREATE VIEW {t}_meta AS SELECT * FROM parquet_metadata({listed})")
 
 
 def tuned(name):
@@ -80,7 +67,7 @@ def main():
 
     import duckdb
     con = duckdb.connect()
-    duck_setup(con, wh)
+    cube.duck_setup(con, wh, meta=True)
     fills = con.execute("SELECT count(*) FROM rx_fills").fetchone()[0]
     pharmacy = cube.pick_pharmacy(con)
 
