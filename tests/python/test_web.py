@@ -15,6 +15,8 @@ import datetime
 import json
 import os
 import re
+import signal
+import socket
 import ssl
 import urllib.error
 import urllib.parse
@@ -60,10 +62,16 @@ def ts(day):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def landed(tmp_path_factory):
+    """The demo warehouse, landed once for the module; every server runs on a copy."""
     path = str(tmp_path_factory.mktemp("web") / "demo")
     rxcube("demo", "--warehouse", path)
-    wh = copy_warehouse(path, str(tmp_path_factory.mktemp("web") / "served"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(landed, tmp_path_factory):
+    wh = copy_warehouse(landed, str(tmp_path_factory.mktemp("web") / "served"))
     server = Server(wh)
     line = server.stdout_lines.get(timeout=30)
     m = re.fullmatch(r"listening on (http://127\.0\.0\.1:\d+)", (line or "").strip())
@@ -404,9 +412,8 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def test_under_tls_the_pages_are_https_and_the_cookie_is_secure(tmp_path_factory, tmp_path):
-    path = str(tmp_path_factory.mktemp("web-tls") / "demo")
-    rxcube("demo", "--warehouse", path)
+def test_under_tls_the_pages_are_https_and_the_cookie_is_secure(landed, tmp_path):
+    path = copy_warehouse(landed, str(tmp_path / "warehouse"))
     cert, key, pem = self_signed_certificate(tmp_path)
     server = Server(path, "--tls-cert", cert, "--tls-key", key, "--http", "127.0.0.1:0")
     try:
@@ -438,6 +445,47 @@ def test_under_tls_the_pages_are_https_and_the_cookie_is_secure(tmp_path_factory
         # Plain HTTP on the same port gets no page.
         with pytest.raises((urllib.error.URLError, ConnectionError, http_client_errors())):
             urllib.request.urlopen(base.replace("https://", "http://") + "/login", timeout=10).read()
+    finally:
+        server.stop()
+
+
+def test_under_tls_a_request_in_flight_at_sigterm_is_answered_before_the_server_stops(landed, tmp_path):
+    """SIGTERM while a browser is half-way through sending a sign-in form over TLS: the server
+    stops accepting, but the request in flight gets its answer (within the 10 s grace), and the
+    server then exits 0."""
+    path = copy_warehouse(landed, str(tmp_path / "warehouse"))
+    cert, key, pem = self_signed_certificate(tmp_path)
+    server = Server(path, "--tls-cert", cert, "--tls-key", key, "--http", "127.0.0.1:0")
+    try:
+        line = server.stdout_lines.get(timeout=30)
+        m = re.fullmatch(r"listening on https://(127\.0\.0\.1):(\d+)", (line or "").strip())
+        assert m, line
+        host, port = m.group(1), int(m.group(2))
+        trust = ssl.create_default_context(cadata=pem)
+        body = b"username=pat&password=demo&csrf=none"
+        raw = socket.create_connection((host, port), timeout=20)
+        tls = trust.wrap_socket(raw, server_hostname="localhost")
+        tls.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:11])
+        time.sleep(1)  # the request is being read: its body is short
+        t0 = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        assert server.proc.poll() is None, f"exited at once, dropping the request; stderr:\n{server.stderr()}"
+        tls.sendall(body[11:])
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        tls.close()
+        status = answer.split(b"\r\n", 1)[0].decode(errors="replace")
+        # No sign-in form token: the answer is a refusal page, but an answer.
+        assert re.fullmatch(r"HTTP/1\.1 \d{3} .*", status), answer[:200]
+        assert server.proc.wait(timeout=20) == 0, server.stderr()
+        assert time.monotonic() - t0 < 15
     finally:
         server.stop()
 

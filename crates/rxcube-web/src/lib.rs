@@ -229,10 +229,16 @@ pub async fn serve(
             .context("the web server failed");
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    // Each connection watches `stop`: once it turns true the connection finishes the request in
+    // flight, then closes (HTTP/1.1 keep-alive ends; HTTP/2 sends GOAWAY).
+    let (stop, stop_seen) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, remote) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            () = &mut shutdown => break,
+            // Reap finished connections so the set holds only live ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -244,10 +250,15 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
-        tokio::spawn(async move {
+        let mut stopping = stop_seen.clone();
+        connections.spawn(async move {
             let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
-            let Ok(Ok(stream)) = handshake.await else {
-                return;
+            let stream = tokio::select! {
+                accepted = handshake => match accepted {
+                    Ok(Ok(stream)) => stream,
+                    _ => return,
+                },
+                _ = stopping.wait_for(|stop| *stop) => return,
             };
             let service = tower::ServiceExt::map_request(
                 app,
@@ -257,10 +268,28 @@ pub async fn serve(
                 },
             );
             let service = hyper_util::service::TowerToHyperService::new(service);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let connection =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stopping.wait_for(|stop| *stop) => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
         });
     }
+    drop(listener);
+    let _ = stop.send(true);
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let _ = stopping.send(());
+    let drained = async move {
+        while connections.join_next().await.is_some() {}
+        Ok::<(), std::convert::Infallible>(())
+    };
+    // Past the grace the JoinSet is dropped with the future, which aborts what is left.
+    let _ = rxcube_server::graced(drained, stopped, "page requests").await;
+    Ok(())
 }
