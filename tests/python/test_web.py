@@ -412,16 +412,23 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def test_under_tls_the_pages_are_https_and_the_cookie_is_secure(landed, tmp_path):
+def serve_tls(landed, tmp_path):
+    """A server on a copy of the demo with a self-signed certificate: the server, the pages'
+    https:// base and an SSL context that trusts the certificate."""
     path = copy_warehouse(landed, str(tmp_path / "warehouse"))
     cert, key, pem = self_signed_certificate(tmp_path)
     server = Server(path, "--tls-cert", cert, "--tls-key", key, "--http", "127.0.0.1:0")
+    line = server.stdout_lines.get(timeout=30)
+    m = re.fullmatch(r"listening on (https://127\.0\.0\.1:\d+)", (line or "").strip())
+    if not m:
+        server.stop()
+        pytest.fail(f"expected the pages' https listening line, got {line!r}")
+    return server, m.group(1), ssl.create_default_context(cadata=pem)
+
+
+def test_under_tls_the_pages_are_https_and_the_cookie_is_secure(landed, tmp_path):
+    server, base, trust = serve_tls(landed, tmp_path)
     try:
-        line = server.stdout_lines.get(timeout=30)
-        m = re.fullmatch(r"listening on (https://127\.0\.0\.1:\d+)", (line or "").strip())
-        assert m, line
-        base = m.group(1)
-        trust = ssl.create_default_context(cadata=pem)
         opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=trust), NoRedirect)
         with opener.open(base + "/login") as r:
             assert r.status == 200
@@ -453,17 +460,11 @@ def test_under_tls_a_request_in_flight_at_sigterm_is_answered_before_the_server_
     """SIGTERM while a browser is half-way through sending a sign-in form over TLS: the server
     stops accepting, but the request in flight gets its answer (within the 10 s grace), and the
     server then exits 0."""
-    path = copy_warehouse(landed, str(tmp_path / "warehouse"))
-    cert, key, pem = self_signed_certificate(tmp_path)
-    server = Server(path, "--tls-cert", cert, "--tls-key", key, "--http", "127.0.0.1:0")
+    server, base, trust = serve_tls(landed, tmp_path)
     try:
-        line = server.stdout_lines.get(timeout=30)
-        m = re.fullmatch(r"listening on https://(127\.0\.0\.1):(\d+)", (line or "").strip())
-        assert m, line
-        host, port = m.group(1), int(m.group(2))
-        trust = ssl.create_default_context(cadata=pem)
+        host, port = base.removeprefix("https://").split(":")
         body = b"username=pat&password=demo&csrf=none"
-        raw = socket.create_connection((host, port), timeout=20)
+        raw = socket.create_connection((host, int(port)), timeout=20)
         tls = trust.wrap_socket(raw, server_hostname="localhost")
         tls.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                     b"Content-Type: application/x-www-form-urlencoded\r\n"
