@@ -1,10 +1,12 @@
 """Small-cell protection (issue 14) against the real `rxcube serve`, as the demo's users.
 
-The attack: at the hour grain, `labor_cost / labor_hours` of an hour with one employee on shift is
+The attacks: at the hour grain, `labor_cost / labor_hours` of an hour with one employee on shift is
 that employee's pay rate, which a pharmacy manager must not see (`employees.hourly_rate` and
-`payroll.cost` are masked for them). The cube's `[[small_cells]]` rules suppress, for users whose
-scope does not see employee data, the pay of a cell pooled over fewer than 3 employees and the
-survey shares of a cell with fewer than 5 responses.
+`payroll.cost` are masked for them); and a visible cell minus the visible cells inside it (a day
+minus its hours) is the pay of the hidden ones. The cube's `[[small_cells]]` rules judge pay per
+local day (fewer than 3 employees is small), for users whose scope does not see employee data: a
+cell shows pay only if it is made of whole days, none of them small, so no hour shows pay. Survey
+shares are judged cell by cell (fewer than 5 responses).
 
 Every expected answer is worked out here from what the local administrator reads
 (`rxcube sql`, which protects nothing): the rates from `employees` and `payroll`, the employees
@@ -82,6 +84,19 @@ def pay_rates(served):
 
 
 def employees_on_shift(served, pharmacy=PHARMACY):
+    """The number of distinct employees paid in each local hour of the pharmacy."""
+    return {h: len(e) for h, e in who_is_on_shift(served, pharmacy).items()}
+
+
+def employees_by_day(served, pharmacy=PHARMACY):
+    """The number of distinct employees paid in each local day of the pharmacy."""
+    days = {}
+    for h, e in who_is_on_shift(served, pharmacy).items():
+        days.setdefault(datetime.datetime.combine(h.date(), datetime.time()), set()).update(e)
+    return {d: len(e) for d, e in days.items()}
+
+
+def who_is_on_shift(served, pharmacy=PHARMACY):
     """The distinct employees paid in each local hour of the pharmacy, from its payroll shifts
     (a shift is paid in every local hour it overlaps; the demo's zones are whole hours off UTC,
     so local hours are UTC hours)."""
@@ -100,7 +115,7 @@ def employees_on_shift(served, pharmacy=PHARMACY):
                 local = bucket.astimezone(zone).replace(tzinfo=None)
                 on_shift.setdefault(local, set()).add(s["employee_id"])
             bucket += hour
-    return {h: len(e) for h, e in on_shift.items()}
+    return on_shift
 
 
 def is_rate(cost, hours, rates):
@@ -129,8 +144,6 @@ def test_cost_over_hours_is_never_an_employees_rate_for_a_pharmacy_manager(serve
     leaking = {h for h, (cost, hours) in truth.items() if is_rate(cost, hours, rates)}
     assert leaking, "the demo has no hour whose cost / hours is a rate: the test would prove nothing"
     assert all(counts[h] < MIN_EMPLOYEES for h in leaking)
-    small = {h for h, n in counts.items() if n < MIN_EMPLOYEES}
-    assert small and len(small) < len(counts), (len(small), len(counts))
 
     pat = connect("pat")
     wide = {naive(r["period_start"]): (r["labor_cost"], r["labor_hours"])
@@ -138,24 +151,86 @@ def test_cost_over_hours_is_never_an_employees_rate_for_a_pharmacy_manager(serve
     long = pivot(rows(pat, LONG.format(node=PHARMACY)))
     for relation, got in (("cube.pharmacy_hour", wide), ("cube.metrics", long)):
         assert set(got) == set(truth), relation
-        for h, (cost, hours) in got.items():
-            assert not is_rate(cost, hours, rates), f"{relation} {h}: {cost} / {hours} is a rate"
-            if counts[h] < MIN_EMPLOYEES:
-                assert (cost, hours) == (None, None), f"{relation} {h}: {counts[h]} employees, {cost} / {hours}"
-            else:
-                want = truth[h]
-                assert math.isclose(cost, want[0], rel_tol=1e-9) and math.isclose(hours, want[1], rel_tol=1e-9), \
-                    f"{relation} {h}: got {cost} / {hours}, expected {want}"
-    # Ratios on pay follow: labor cost per Rx is NULL wherever the cost is.
-    per_rx = rows(pat, "SELECT period_start, labor_cost_per_rx FROM cube.pharmacy_hour")
-    assert all(r["labor_cost_per_rx"] is None for r in per_rx if naive(r["period_start"]) in small)
-    assert any(r["labor_cost_per_rx"] is not None for r in per_rx)
+        # Pay is judged per day: no hour shows it, however many were on shift.
+        shown = {h: v for h, v in got.items() if v != (None, None)}
+        assert not shown, f"{relation}: pay in {len(shown)} hours, e.g. {next(iter(shown.items()))}"
+    # Ratios on pay follow: labor cost per Rx is NULL in every hour, while rx sold shows.
+    per_rx = rows(pat, "SELECT period_start, labor_cost_per_rx, rx_sold FROM cube.pharmacy_hour")
+    assert all(r["labor_cost_per_rx"] is None for r in per_rx)
+    assert any(r["rx_sold"] for r in per_rx)
+
+
+DAYS = "SELECT period_start, labor_cost, labor_hours FROM cube.pharmacy_day WHERE node = '{node}'"
+
+
+def test_days_show_pay_exactly_where_three_or_more_were_paid(served, connect):
+    counts = employees_by_day(served)
+    truth = {naive(r["period_start"]): (r.get("labor_cost"), r.get("labor_hours"))
+             for r in admin(served, DAYS.format(node=PHARMACY))}
+    got = {naive(r["period_start"]): (r["labor_cost"], r["labor_hours"])
+           for r in rows(connect("pat"), DAYS.format(node=PHARMACY))}
+    assert set(got) == set(truth)
+    shown = 0
+    for d, (cost, hours) in got.items():
+        n = counts.get(d, 0)
+        if 0 < n < MIN_EMPLOYEES or n == 0:
+            assert (cost, hours) == (None, None), (d, n, cost, hours)
+        else:
+            shown += 1
+            want = truth[d]
+            assert math.isclose(cost, want[0], rel_tol=1e-9) and math.isclose(hours, want[1], rel_tol=1e-9), \
+                (d, cost, hours, want)
+    assert shown > 30, shown
+
+
+def test_no_difference_of_visible_cells_gives_hidden_pay_away(served, connect):
+    """Differencing: every pay figure pat sees at a coarser grain is exactly the sum of the days
+    pat sees inside it, and it holds no day with pay that pat does not see; so subtracting
+    visible cells from one another yields nothing hidden. Judged cell by cell (as before atoms),
+    a day minus its visible hours is the pay of its hidden hours: the demo has such days."""
+    counts = employees_on_shift(served)
+    by_day = {}
+    for h, n in counts.items():
+        by_day.setdefault(h.date(), []).append(n)
+    mixed = [d for d, ns in by_day.items()
+             if any(n < MIN_EMPLOYEES for n in ns) and any(n >= MIN_EMPLOYEES for n in ns)]
+    assert mixed, "no day with both small and large hours: the test would prove nothing"
+
+    pat = connect("pat")
+    cells = rows(pat, "SELECT grain, period_start, metric, value FROM cube.metrics WHERE level = 'pharmacy' "
+                      f"AND node = '{PHARMACY}' AND metric IN ('labor_cost', 'labor_hours')")
+    days = {(naive(r["period_start"]).date(), r["metric"]): r["value"] for r in cells if r["grain"] == "day"}
+    paid_days = {d for d, n in employees_by_day(served).items() if n > 0}
+    assert not [r for r in cells if r["grain"] == "hour" and r["value"] is not None]
+    def months_on(t, k):
+        m = t.month - 1 + k
+        return t.replace(year=t.year + m // 12, month=m % 12 + 1)
+
+    ends = {"week": lambda t: t + datetime.timedelta(days=7),
+            "pay_period": lambda t: t + datetime.timedelta(days=14),
+            "month": lambda t: months_on(t, 1),
+            "quarter": lambda t: months_on(t, 3),
+            "year": lambda t: months_on(t, 12)}
+    checked = 0
+    for r in cells:
+        if r["grain"] not in ends or r["value"] is None:
+            continue
+        start = naive(r["period_start"])
+        end = ends[r["grain"]](start)
+        inside = [d for d in paid_days if start <= d < end]
+        hidden = [d for d in inside if days.get((d.date(), r["metric"])) is None]
+        assert not hidden, (r, hidden[:3])
+        total = sum(days[(d.date(), r["metric"])] for d in inside)
+        assert math.isclose(r["value"], total, rel_tol=1e-9, abs_tol=1e-6), (r, total)
+        checked += 1
+    assert checked > 10, checked
 
 
 def test_peer_figures_do_not_give_a_suppressed_cell_away(served, connect):
     """A suppressed cell has no rank and is out of its peer group's average, size and
     pacesetters: none of them is the cell's own value (unprotected, a peer group where only
-    pharmacy 423 has the hour averages to exactly its value)."""
+    pharmacy 423 has the hour averages to exactly its value). Every pharmacy's hours are
+    suppressed for pat, so no hour has peer figures at all."""
     counts = employees_on_shift(served)
     truth = {naive(r["period_start"]): r.get("labor_cost") for r in admin(served, HOURS.format(node=PHARMACY))}
     small = {h for h, n in counts.items() if n < MIN_EMPLOYEES}
@@ -171,22 +246,14 @@ def test_peer_figures_do_not_give_a_suppressed_cell_away(served, connect):
     pat = connect("pat")
     got = rows(pat, "SELECT period_start, value, peer_avg, peer_rank, peer_size FROM cube.metrics "
                     "WHERE level = 'pharmacy' AND grain = 'hour' AND metric = 'labor_cost'")
-    checked = 0
+    assert len(got) == len(truth)
     for r in got:
-        h = naive(r["period_start"])
-        if h not in small:
-            continue
-        checked += 1
-        assert r["value"] is None and r["peer_rank"] is None, r
-        assert not near(r["peer_avg"], truth[h]), (r, truth[h])
-    assert checked == len(small)
+        assert (r["value"], r["peer_avg"], r["peer_rank"], r["peer_size"]) == (None, None, None, 0), r
     rankings = rows(pat, "SELECT period_start, rank, pacesetter_1_value, pacesetter_2_value FROM cube.rankings "
                          "WHERE level = 'pharmacy' AND grain = 'hour' AND metric = 'labor_cost'")
+    assert rankings
     for r in rankings:
-        h = naive(r["period_start"])
-        if h in small:
-            assert r["rank"] is None, r
-            assert not near(r["pacesetter_1_value"], truth[h]) and not near(r["pacesetter_2_value"], truth[h]), r
+        assert (r["rank"], r["pacesetter_1_value"], r["pacesetter_2_value"]) == (None, None, None), r
 
 
 def test_survey_shares_of_few_responses_are_null_for_a_pharmacy_manager(served, connect):

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use crate::time::Grain;
 use chrono::NaiveDate;
 use serde::Deserialize;
 
@@ -74,12 +75,19 @@ fn default_peer_margin() -> f64 {
     10.0
 }
 
-/// A small-cell rule: in a cell (org node, grain, period) whose facts of `source` come from
-/// fewer than `minimum` contributors, every component of the source (but the `count`
-/// component itself), every ratio built on one and every median over the source is NULL for
-/// the sessions that protect small cells (`rxcube.small_cells`, set for users whose scope does
-/// not see employee data). The contributors are the distinct values of the fact column
-/// `distinct` (employees), or, with `count`, that component's sum in the cell (responses).
+/// A small-cell rule, for the sessions that protect small cells (`rxcube.small_cells`, set for
+/// users whose scope does not see employee data): every component of `source` (but the
+/// `count` component itself), every ratio built on one and every median over the source is
+/// NULL in a cell (org node, grain, period) unless the cell is a union of whole `atom` periods
+/// each of which, per pharmacy, has no facts of the source or at least `minimum`
+/// contributors. The contributors are the distinct values of the fact column `distinct`
+/// (employees), or, with `count`, that component's sum (responses).
+///
+/// Atoms are what stops differencing: a published cell is a sum of published atoms, so no
+/// published cell minus others yields a suppressed one (a day's pay minus its published hours
+/// would be the pay of the suppressed hours; a month's minus its published days, a small
+/// day's). Cells finer than the atom, or not made of atoms (weeks of month atoms), are
+/// suppressed.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SmallCells {
@@ -90,8 +98,31 @@ pub struct SmallCells {
     pub count: Option<String>,
     /// Cells with fewer contributors are suppressed.
     pub minimum: u32,
+    /// The grain whose periods are judged one by one (default `day`); a cell shows only if
+    /// made of them, none of them small. `None` (`atom = "cell"`): each cell is judged on its
+    /// own, which does not stop differencing.
+    #[serde(default = "default_atom", deserialize_with = "atom_of")]
+    pub atom: Option<Grain>,
     #[serde(default)]
     pub doc: String,
+}
+
+fn default_atom() -> Option<Grain> {
+    Some(Grain::Day)
+}
+
+/// `atom = "cell"` or a grain's name.
+fn atom_of<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Grain>, D::Error> {
+    let name = String::deserialize(d)?;
+    if name == "cell" {
+        return Ok(None);
+    }
+    Grain::parse(&name).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "atom '{name}' is not a grain: give cell or one of {}",
+            Grain::ALL.map(|g| g.as_str()).join(", ")
+        ))
+    })
 }
 
 /// The fact columns a small-cell rule may count distinct values of, per source: those of the
@@ -113,9 +144,46 @@ impl SmallCells {
         }
     }
 
-    /// The condition, over a cell's columns, under which the cell is suppressed.
-    pub fn suppressed_sql(&self) -> String {
-        format!("COALESCE({}, 0) < {}", self.counter(), self.minimum)
+    /// The cell column counting the cell's small atoms (per pharmacy, between 1 and
+    /// `minimum - 1` contributors).
+    pub fn small_atoms(&self) -> String {
+        format!("{}_small_atoms", self.counter())
+    }
+
+    /// The cell column holding the most contributors of any of its atoms.
+    pub fn atom_max(&self) -> String {
+        format!("{}_atom_max", self.counter())
+    }
+
+    /// Whether cells of `grain` are unions of whole atoms (every cell, judged cell by cell).
+    pub fn judges(&self, grain: Grain) -> bool {
+        self.atom.is_none_or(|a| a.rolls_into(grain))
+    }
+
+    /// The atom's name in `cube.toml`.
+    pub fn atom_name(&self) -> &'static str {
+        self.atom.map_or("cell", Grain::as_str)
+    }
+
+    /// The condition, over a cell's columns (`grain`, [`Self::small_atoms`],
+    /// [`Self::atom_max`]), under which a cell of one of `grains` is suppressed.
+    pub fn suppressed_sql(&self, grains: &[Grain]) -> String {
+        let unjudged: Vec<String> = grains
+            .iter()
+            .filter(|g| !self.judges(**g))
+            .map(|g| format!("'{}'", g.as_str()))
+            .collect();
+        let mut conditions = Vec::new();
+        if !unjudged.is_empty() {
+            conditions.push(format!("grain IN ({})", unjudged.join(", ")));
+        }
+        conditions.push(format!("COALESCE({}, 0) > 0", self.small_atoms()));
+        conditions.push(format!(
+            "COALESCE({}, 0) < {}",
+            self.atom_max(),
+            self.minimum
+        ));
+        format!("({})", conditions.join(" OR "))
     }
 }
 
@@ -729,6 +797,65 @@ mod tests {
         assert!(sources("rx_sold").is_empty());
         assert!(sources("on_time_pct").is_empty());
         assert!(sources("median_processing_minutes").is_empty());
+    }
+
+    /// Pay is judged per day, survey shares per month: a cell shows only at the grains made of
+    /// whole atoms.
+    #[test]
+    fn small_cell_rules_show_only_grains_made_of_their_atoms() {
+        let def = CubeDef::built_in();
+        let shown = |source: &str| -> Vec<&str> {
+            let rule = def.small_cell_rule(source).expect("a rule");
+            Grain::ALL
+                .into_iter()
+                .filter(|g| rule.judges(*g))
+                .map(|g| g.as_str())
+                .collect()
+        };
+        assert_eq!(
+            shown("payroll"),
+            ["day", "week", "pay_period", "month", "quarter", "year"]
+        );
+        // Survey shares are judged cell by cell.
+        assert_eq!(shown("surveys").len(), Grain::ALL.len());
+        let pay = def.small_cell_rule("payroll").expect("a rule");
+        assert_eq!(
+            pay.suppressed_sql(&[Grain::Hour, Grain::Day, Grain::Week]),
+            "(grain IN ('hour') OR COALESCE(payroll_distinct_employee_id_small_atoms, 0) > 0 \
+             OR COALESCE(payroll_distinct_employee_id_atom_max, 0) < 3)"
+        );
+        // The atom defaults to the day.
+        let text = BUILT_IN.replace("atom = \"day\"\n", "");
+        let parsed = CubeDef::parse(&text, "cube.toml").expect("parses");
+        let rule = parsed.small_cell_rule("payroll").expect("a rule");
+        assert_eq!(rule.atom, Some(Grain::Day));
+        // Judged cell by cell: every grain, one count per cell.
+        let rule = def.small_cell_rule("surveys").expect("a rule");
+        assert_eq!(rule.atom, None);
+        assert_eq!(
+            rule.suppressed_sql(&[Grain::Hour]),
+            "(COALESCE(survey_responses_small_atoms, 0) > 0 \
+             OR COALESCE(survey_responses_atom_max, 0) < 5)"
+        );
+        // Month atoms: shown by month, quarter and year.
+        let text = BUILT_IN.replace("atom = \"cell\"", "atom = \"month\"");
+        let parsed = CubeDef::parse(&text, "cube.toml").expect("parses");
+        let rule = parsed.small_cell_rule("surveys").expect("a rule");
+        let shown: Vec<&str> = Grain::ALL
+            .into_iter()
+            .filter(|g| rule.judges(*g))
+            .map(|g| g.as_str())
+            .collect();
+        assert_eq!(shown, ["month", "quarter", "year"]);
+        let text = BUILT_IN.replace("atom = \"cell\"", "atom = \"fortnight\"");
+        let error = CubeDef::parse(&text, "cube.toml").expect_err("no such grain");
+        assert!(
+            error.to_string().contains(
+                "atom 'fortnight' is not a grain: give cell or one of hour, day, week, \
+                 pay_period, month, quarter, year"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

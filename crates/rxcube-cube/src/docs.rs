@@ -115,21 +115,26 @@ pub fn metrics_markdown(def: &CubeDef) -> String {
         let _ = writeln!(
             out,
             "\n### Small cells\n\nFor users whose scope does not see employee data (pharmacy \
-             scopes), a cell (org node, grain, period) with fewer contributors than a rule's \
-             minimum shows NULL for every component of the rule's source (but the count \
+             scopes), each rule judges the periods of its atom grain one by one, per pharmacy: \
+             an atom is small when its facts of the rule's source come from at least one but \
+             fewer contributors than the rule's minimum. A cell (org node, grain, period) shows \
+             the source's figures only when it is made of whole atoms and none of them is \
+             small. Otherwise it shows NULL for every component of the source (but the count \
              itself), every ratio naming one and every median over the source, and takes no \
-             part in their peer averages, ranks and peer sizes. Administrators and scopes above \
+             part in their peer averages, ranks and peer sizes. A published cell is then a sum \
+             of published atoms, so no difference of published cells (a day minus its hours, a \
+             month minus its days) gives a suppressed one away. Administrators and scopes above \
              the pharmacy see every cell.\n"
         );
         let _ = writeln!(
             out,
-            "| source | contributors | minimum | suppressed | why |"
+            "| source | contributors | minimum | atom | shown at | suppressed | why |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
         for r in &def.small_cells {
             let contributors = match (&r.distinct, &r.count) {
-                (Some(d), _) => format!("distinct `{d}` in the cell"),
-                (None, Some(c)) => format!("`{c}` in the cell"),
+                (Some(d), _) => format!("distinct `{d}` in the atom"),
+                (None, Some(c)) => format!("`{c}` in the atom"),
                 (None, None) => String::new(),
             };
             let suppressed: Vec<&str> = def
@@ -141,11 +146,17 @@ pub fn metrics_markdown(def: &CubeDef) -> String {
                         .any(|k| k.source == r.source)
                 })
                 .collect();
+            let shown = Grain::ALL
+                .into_iter()
+                .filter(|g| r.judges(*g))
+                .map(|g| g.as_str());
             let _ = writeln!(
                 out,
-                "| `{}` | {contributors} | {} | {} | {} |",
+                "| `{}` | {contributors} | {} | `{}` | {} | {} | {} |",
                 r.source,
                 r.minimum,
+                r.atom_name(),
+                code_list(shown),
                 code_list(suppressed.into_iter()),
                 cell(&r.doc)
             );

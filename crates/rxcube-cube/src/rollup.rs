@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::definition::{CubeDef, MetricKind, MetricRef, RollupDef};
+use crate::definition::{CubeDef, MetricKind, MetricRef, RollupDef, SmallCells};
 use crate::sql::{
     ContentFrom, Part, RollupSource, Slice, rollup_content_sql, rollup_sets, rollup_sources,
 };
@@ -441,6 +441,16 @@ impl Rollups {
                 ));
                 continue;
             }
+            if let Some(r) = coarser_than_an_atom(def, &s.def, slice) {
+                reasons.push(format!(
+                    "{name}: its grain {} is coarser than the atom {} of the small-cell rule \
+                     for {}",
+                    s.def.grain.as_str(),
+                    r.atom_name(),
+                    r.source
+                ));
+                continue;
+            }
             if let Some(m) = missing_measure(def, &s.def, slice) {
                 reasons.push(format!("{name}: it does not keep {m}"));
                 continue;
@@ -467,6 +477,23 @@ impl Rollups {
 fn measure_count(def: &CubeDef, r: &RollupDef) -> std::cmp::Reverse<usize> {
     let (c, m) = def.rollup_measures(r);
     std::cmp::Reverse(c.len() + m.len())
+}
+
+/// Under small-cell protection, a rule suppressing a metric of `slice` whose atoms are finer
+/// than `rollup`'s rows: the rows cannot tell which atoms are small.
+fn coarser_than_an_atom<'a>(
+    def: &'a CubeDef,
+    rollup: &RollupDef,
+    slice: &Slice,
+) -> Option<&'a SmallCells> {
+    if !slice.protect {
+        return None;
+    }
+    slice
+        .metrics
+        .iter()
+        .flat_map(|m| def.small_cell_rules_of(m))
+        .find(|r| r.atom.is_some_and(|a| !rollup.grain.rolls_into(a)))
 }
 
 /// The first measure `slice` needs that `rollup` does not keep: the metrics' own, and under

@@ -366,9 +366,10 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
             }
         }
     }
-    let distinct_rules: Vec<(&SmallCells, &str)> = rules
+    let distinct_rules: Vec<&SmallCells> = rules
         .iter()
-        .filter_map(|r| Some((*r, r.distinct.as_deref()?)))
+        .copied()
+        .filter(|r| r.distinct.is_some())
         .collect();
     let comp_sources = distinct(components.iter().map(|c| c.source.as_str()));
     let fact_sources = distinct(
@@ -437,13 +438,20 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
             .chain(
                 distinct_rules
                     .iter()
-                    .map(|(r, _)| format!("r.{}, ", r.counter())),
+                    .map(|r| format!("r.{}, ", r.counter())),
             )
             .collect();
+        // Under small-cell protection, each row's own period: the atoms it lies in.
+        let row_start = if rules.is_empty() {
+            ""
+        } else {
+            "r.period_start AS row_start, "
+        };
         let _ = write!(
             sql,
-            "{ROLLUP}_events AS (SELECT r.pharmacy_id, {measures}o.local_area, o.service_area, \
-               o.region, {grain} AS grain, {period} AS period_start FROM {from} WHERE {})",
+            "{ROLLUP}_events AS (SELECT r.pharmacy_id, {measures}{row_start}o.local_area, \
+               o.service_area, o.region, {grain} AS grain, {period} AS period_start FROM {from} \
+               WHERE {})",
             conditions.join(" AND ")
         );
     }
@@ -540,20 +548,10 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
                 format!("CAST(NULL AS DOUBLE) AS {}", d.name)
             });
         }
-        // The distinct contributors of each cell: counted over the facts, or the rollup's sets
-        // of them merged.
-        for (r, column) in &distinct_rules {
-            let counter = r.counter();
-            cols.push(if *source == ROLLUP {
-                format!(
-                    "CAST(cardinality({}) AS BIGINT) AS {counter}",
-                    merged_set(&counter)
-                )
-            } else if r.source == *source {
-                format!("COUNT(DISTINCT CAST({column} AS VARCHAR)) AS {counter}")
-            } else {
-                format!("CAST(NULL AS BIGINT) AS {counter}")
-            });
+        // The atoms' figures come from branches of their own (below).
+        for r in &rules {
+            cols.push(format!("CAST(NULL AS BIGINT) AS {}", r.small_atoms()));
+            cols.push(format!("CAST(NULL AS BIGINT) AS {}", r.atom_max()));
         }
         source_cells.push(format!(
             "SELECT {level} AS level, {node} AS node, grain, period_start, {} \
@@ -562,15 +560,89 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
             cols.join(", ")
         ));
     }
+    // Small-cell protection: per cell, each rule's atoms (the rule's grain, per pharmacy)
+    // with few contributors, and the most contributors of any atom; counted over the facts,
+    // or over the rollup's rows (no coarser than the atom: `Rollups::choose`) and their sets
+    // of contributors merged. A branch of its own per rule: its events grouped by atom first.
+    for r in &rules {
+        let source = if rollup.is_some() {
+            ROLLUP
+        } else {
+            r.source.as_str()
+        };
+        let contributors = match (&r.distinct, &r.count) {
+            (Some(_), _) if rollup.is_some() => {
+                format!("CAST(cardinality({}) AS BIGINT)", merged_set(&r.counter()))
+            }
+            (Some(column), _) => format!("COUNT(DISTINCT CAST(e.{column} AS VARCHAR))"),
+            (None, Some(count)) if rollup.is_some() || bucketed.contains(&source) => {
+                format!("CAST(SUM(e.{count}) AS BIGINT)")
+            }
+            (None, Some(count)) => match def.component(count) {
+                Some(c) => format!(
+                    "CAST(SUM(CASE WHEN {} THEN CAST({} AS DOUBLE) ELSE 0 END) AS BIGINT)",
+                    c.filter.as_deref().unwrap_or("TRUE"),
+                    c.value
+                ),
+                None => "CAST(0 AS BIGINT)".to_string(),
+            },
+            (None, None) => "CAST(0 AS BIGINT)".to_string(),
+        };
+        let at = if rollup.is_some() {
+            "e.row_start"
+        } else {
+            "e.local_ts"
+        };
+        // Judged cell by cell, the cell is its one atom.
+        let (atom_cols, atom_keys) = match r.atom {
+            Some(grain) => {
+                let start = format!("rx_period_start({}, {at}, {anchor})", quote(grain.as_str()));
+                (
+                    format!("e.pharmacy_id, {start} AS atom_start, "),
+                    format!(", e.pharmacy_id, {start}"),
+                )
+            }
+            None => (String::new(), String::new()),
+        };
+        let mut cols: Vec<String> = components
+            .iter()
+            .map(|c| format!("CAST(NULL AS DOUBLE) AS {}", c.name))
+            .chain(
+                medians
+                    .iter()
+                    .map(|d| format!("CAST(NULL AS DOUBLE) AS {}", d.name)),
+            )
+            .collect();
+        for k in &rules {
+            if k.source == r.source {
+                cols.push(format!(
+                    "SUM(CASE WHEN n > 0 AND n < {} THEN 1 ELSE 0 END) AS {}",
+                    r.minimum,
+                    r.small_atoms()
+                ));
+                cols.push(format!("MAX(n) AS {}", r.atom_max()));
+            } else {
+                cols.push(format!("CAST(NULL AS BIGINT) AS {}", k.small_atoms()));
+                cols.push(format!("CAST(NULL AS BIGINT) AS {}", k.atom_max()));
+            }
+        }
+        source_cells.push(format!(
+            "SELECT level, node, grain, period_start, {} FROM \
+               (SELECT {level} AS level, {node} AS node, grain, period_start, {atom_cols}\
+                  {contributors} AS n \
+                FROM {levels_join}{source}_events e{node_filter} \
+                GROUP BY {level}, {node}, grain, period_start{atom_keys}) \
+             GROUP BY level, node, grain, period_start",
+            cols.join(", ")
+        ));
+    }
     let merged = components
         .iter()
         .map(|c| format!("COALESCE(SUM({0}), 0) AS {0}", c.name))
         .chain(medians.iter().map(|d| format!("MAX({0}) AS {0}", d.name)))
-        .chain(
-            distinct_rules
-                .iter()
-                .map(|(r, _)| format!("COALESCE(MAX({0}), 0) AS {0}", r.counter())),
-        )
+        .chain(rules.iter().flat_map(|r| {
+            [r.small_atoms(), r.atom_max()].map(|c| format!("COALESCE(MAX({c}), 0) AS {c}"))
+        }))
         .collect::<Vec<_>>()
         .join(", ");
     // The condition under which a metric's figures are suppressed in a cell, if any.
@@ -579,7 +651,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
             .small_cell_rules_of(metric)
             .iter()
             .filter(|_| slice.protect)
-            .map(|r| r.suppressed_sql())
+            .map(|r| r.suppressed_sql(&slice.grains))
             .collect();
         (!conditions.is_empty()).then(|| conditions.join(" OR "))
     };

@@ -229,14 +229,26 @@ async fn compare(
         })
         .collect();
     assert_eq!(pharmacies.len(), 6, "{pharmacies:?}");
-    // The chain has hours with fewer than 3 employees on shift: protection suppresses some
-    // cells, on both paths alike.
-    let (shown, kept) = (labor_cells(&on).await, labor_cells(&protected_on).await);
-    assert!(
-        0 < kept && kept < shown,
-        "{kept} of {shown} hour cells kept"
-    );
-    assert_eq!(kept, labor_cells(&protected_off).await);
+    // Pay is judged per day: protection suppresses every hour cell, and the days (and the
+    // cells holding them) with fewer than 7 employees paid, on both paths alike.
+    for grain in ["hour", "day", "week", "month"] {
+        let (shown, kept) = (
+            labor_cells(&on, grain).await,
+            labor_cells(&protected_on, grain).await,
+        );
+        if grain == "hour" {
+            assert!(
+                kept == 0 && shown > 0,
+                "{kept} of {shown} {grain} cells kept"
+            );
+        } else {
+            assert!(
+                0 < kept && kept < shown,
+                "{kept} of {shown} {grain} cells kept"
+            );
+        }
+        assert_eq!(kept, labor_cells(&protected_off, grain).await, "{grain}");
+    }
     for i in 0..queries {
         let sql = random_query(rng, def, &pharmacies);
         let (on, off) = if i % 2 == 1 {
@@ -269,10 +281,12 @@ async fn compare(
 }
 
 /// The hour cells of pharmacies with a labor cost shown in `ctx`.
-async fn labor_cells(ctx: &datafusion::prelude::SessionContext) -> i64 {
-    let sql = "SELECT count(value) FROM cube.metrics WHERE level = 'pharmacy' AND grain = 'hour' \
-               AND metric = 'labor_cost'";
-    let (batches, _) = rxcube_cube::run_statement(ctx, sql).await.expect(sql);
+async fn labor_cells(ctx: &datafusion::prelude::SessionContext, grain: &str) -> i64 {
+    let sql = format!(
+        "SELECT count(value) FROM cube.metrics WHERE level = 'pharmacy' AND grain = '{grain}' \
+         AND metric = 'labor_cost'"
+    );
+    let (batches, _) = rxcube_cube::run_statement(ctx, &sql).await.expect(&sql);
     batches[0]
         .column(0)
         .as_primitive::<arrow::datatypes::Int64Type>()
@@ -301,7 +315,21 @@ async fn rollup_answers_equal_raw_answers_through_imports_corrections_and_reorgs
     };
     let summary = generate(&config, &chain, |_| {}).expect("generate");
     let warehouse = Warehouse::open(dir.path().join("w").to_str().expect("utf8")).expect("open");
-    let def = CubeDef::built_in();
+    // The built-in definition with stricter small-cell rules, so that this chain has small
+    // atoms of both kinds (days paid to fewer than 7 employees, days of fewer than 5 survey
+    // responses) for protected queries to suppress, and the cells holding them.
+    let strict = rxcube_cube::definition::BUILT_IN
+        .replace("minimum = 3\natom = \"day\"", "minimum = 7\natom = \"day\"")
+        .replace(
+            "minimum = 5\natom = \"cell\"",
+            "minimum = 5\natom = \"day\"",
+        );
+    assert!(
+        strict.contains("minimum = 7\natom = \"day\"")
+            && strict.contains("minimum = 5\natom = \"day\""),
+        "the built-in rules changed: update the strict ones"
+    );
+    let def = CubeDef::parse(&strict, "strict cube.toml").expect("definition");
     let mut rng = ChaCha8Rng::seed_from_u64(7);
 
     // Reference tables, then the first 70% of every event file.
