@@ -548,10 +548,23 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
                 format!("CAST(NULL AS DOUBLE) AS {}", d.name)
             });
         }
-        // The atoms' figures come from branches of their own (below).
+        // The atoms' figures: where each rollup row is one atom, counted here; else in
+        // branches of their own (below).
         for r in &rules {
-            cols.push(format!("CAST(NULL AS BIGINT) AS {}", r.small_atoms()));
-            cols.push(format!("CAST(NULL AS BIGINT) AS {}", r.atom_max()));
+            match row_atoms(r, rollup) {
+                Some(n) if *source == ROLLUP => {
+                    cols.push(format!(
+                        "SUM(CASE WHEN {n} > 0 AND {n} < {} THEN 1 ELSE 0 END) AS {}",
+                        r.minimum,
+                        r.small_atoms()
+                    ));
+                    cols.push(format!("MAX({n}) AS {}", r.atom_max()));
+                }
+                _ => {
+                    cols.push(format!("CAST(NULL AS BIGINT) AS {}", r.small_atoms()));
+                    cols.push(format!("CAST(NULL AS BIGINT) AS {}", r.atom_max()));
+                }
+            }
         }
         source_cells.push(format!(
             "SELECT {level} AS level, {node} AS node, grain, period_start, {} \
@@ -564,7 +577,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
     // with few contributors, and the most contributors of any atom; counted over the facts,
     // or over the rollup's rows (no coarser than the atom: `Rollups::choose`) and their sets
     // of contributors merged. A branch of its own per rule: its events grouped by atom first.
-    for r in &rules {
+    for r in rules.iter().filter(|r| row_atoms(r, rollup).is_none()) {
         let source = if rollup.is_some() {
             ROLLUP
         } else {
@@ -805,6 +818,21 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
          FROM {from}{node_where}"
     );
     sql
+}
+
+/// Where each row of `rollup` is one atom of `rule` (a pharmacy's period of the atom's grain,
+/// in one org version), the row's contributors: the atoms are counted in the cells'
+/// aggregation itself.
+fn row_atoms(rule: &SmallCells, rollup: Option<RollupSource>) -> Option<String> {
+    let r = rollup?;
+    if rule.atom != Some(r.grain) {
+        return None;
+    }
+    Some(match (&rule.distinct, &rule.count) {
+        (Some(_), _) => format!("CAST(cardinality(e.{}) AS BIGINT)", rule.counter()),
+        (None, Some(count)) => format!("CAST(e.{count} AS BIGINT)"),
+        (None, None) => return None,
+    })
 }
 
 /// The CTEs `peered` and `ranked`: the peer group on the period's last day, the peer average,
