@@ -7,9 +7,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::time::Grain;
 use chrono::NaiveDate;
 use serde::Deserialize;
+
+use crate::time::Grain;
 
 /// The definition shipped with rxcube.
 pub const BUILT_IN: &str = include_str!("../cube.toml");

@@ -234,11 +234,15 @@ const BUCKETED: [(&str, &str, &str); 2] = [
 
 /// `SUM(<value> over the facts passing <filter>) AS <name>`.
 fn component_sum(c: &Component) -> String {
+    format!("{} AS {}", component_total(c), c.name)
+}
+
+/// `SUM(<value> over the facts passing <filter>)`.
+fn component_total(c: &Component) -> String {
     format!(
-        "SUM(CASE WHEN {} THEN CAST({} AS DOUBLE) ELSE 0 END) AS {}",
+        "SUM(CASE WHEN {} THEN CAST({} AS DOUBLE) ELSE 0 END)",
         c.filter.as_deref().unwrap_or("TRUE"),
-        c.value,
-        c.name
+        c.value
     )
 }
 
@@ -551,20 +555,10 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
         // The atoms' figures: where each rollup row is one atom, counted here; else in
         // branches of their own (below).
         for r in &rules {
-            match row_atoms(r, rollup) {
-                Some(n) if *source == ROLLUP => {
-                    cols.push(format!(
-                        "SUM(CASE WHEN {n} > 0 AND {n} < {} THEN 1 ELSE 0 END) AS {}",
-                        r.minimum,
-                        r.small_atoms()
-                    ));
-                    cols.push(format!("MAX({n}) AS {}", r.atom_max()));
-                }
-                _ => {
-                    cols.push(format!("CAST(NULL AS BIGINT) AS {}", r.small_atoms()));
-                    cols.push(format!("CAST(NULL AS BIGINT) AS {}", r.atom_max()));
-                }
-            }
+            cols.extend(match row_atoms(r, rollup) {
+                Some(n) if *source == ROLLUP => atom_figures(r, &n),
+                _ => no_atom_figures(r),
+            });
         }
         source_cells.push(format!(
             "SELECT {level} AS level, {node} AS node, grain, period_start, {} \
@@ -592,11 +586,7 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
                 format!("CAST(SUM(e.{count}) AS BIGINT)")
             }
             (None, Some(count)) => match def.component(count) {
-                Some(c) => format!(
-                    "CAST(SUM(CASE WHEN {} THEN CAST({} AS DOUBLE) ELSE 0 END) AS BIGINT)",
-                    c.filter.as_deref().unwrap_or("TRUE"),
-                    c.value
-                ),
+                Some(c) => format!("CAST({} AS BIGINT)", component_total(c)),
                 None => "CAST(0 AS BIGINT)".to_string(),
             },
             (None, None) => "CAST(0 AS BIGINT)".to_string(),
@@ -627,17 +617,11 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
             )
             .collect();
         for k in &rules {
-            if k.source == r.source {
-                cols.push(format!(
-                    "SUM(CASE WHEN n > 0 AND n < {} THEN 1 ELSE 0 END) AS {}",
-                    r.minimum,
-                    r.small_atoms()
-                ));
-                cols.push(format!("MAX(n) AS {}", r.atom_max()));
+            cols.extend(if k.source == r.source {
+                atom_figures(r, "n")
             } else {
-                cols.push(format!("CAST(NULL AS BIGINT) AS {}", k.small_atoms()));
-                cols.push(format!("CAST(NULL AS BIGINT) AS {}", k.atom_max()));
-            }
+                no_atom_figures(k)
+            });
         }
         source_cells.push(format!(
             "SELECT level, node, grain, period_start, {} FROM \
@@ -818,6 +802,24 @@ pub fn metrics_sql(def: &CubeDef, slice: &Slice, rollup: Option<RollupSource>) -
          FROM {from}{node_where}"
     );
     sql
+}
+
+/// A cell's figures of `rule`'s atoms, over rows with each atom's contributors `n`: the
+/// small atoms (1 to minimum - 1 contributors) and the most contributors of any.
+fn atom_figures(rule: &SmallCells, n: &str) -> [String; 2] {
+    [
+        format!(
+            "SUM(CASE WHEN {n} > 0 AND {n} < {} THEN 1 ELSE 0 END) AS {}",
+            rule.minimum,
+            rule.small_atoms()
+        ),
+        format!("MAX({n}) AS {}", rule.atom_max()),
+    ]
+}
+
+/// [`atom_figures`]' columns in a branch that does not count `rule`'s atoms.
+fn no_atom_figures(rule: &SmallCells) -> [String; 2] {
+    [rule.small_atoms(), rule.atom_max()].map(|c| format!("CAST(NULL AS BIGINT) AS {c}"))
 }
 
 /// Where each row of `rollup` is one atom of `rule` (a pharmacy's period of the atom's grain,
